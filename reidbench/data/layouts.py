@@ -1,0 +1,1 @@
+"""Real re-ID dataset layouts (filled in below)."""

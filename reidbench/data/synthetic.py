@@ -1,0 +1,1 @@
+"""Synthetic re-ID generator."""
