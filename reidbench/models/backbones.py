@@ -1,0 +1,137 @@
+"""Backbones built from torchvision's ResNet blocks.
+
+* ``resnet50``/``resnet18``: torchvision's models with the last stride set to 1 (a 256x128 input
+  gives a 16x8 map, as in BoT and ETNDNet). ImageNet weights are an option for users who have
+  them: pass a local file with ``imagenet_weights=PATH`` (the torchvision state dict). Nothing is
+  ever downloaded by a constructor.
+* ``resnet_tiny``: a width-reduced ResNet from the same BasicBlock, for the CPU embedded default.
+  Its stages have strides 1,2,1,1 after a stride-4 stem, so a 128x64 input (Market-1501's native
+  box size) gives a 16x8 map: the feature-map perturbations see the same grid as in the ETNDNet
+  paper. About 650 training images/s on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+from reidbench.errors import CheckpointError, UnknownNameError
+
+
+class _ResNetTrunk(nn.Module):
+    """A torchvision ResNet without its pooling and fc: image -> feature map."""
+
+    def __init__(self, net: tv_resnet.ResNet) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+
+def _last_stride_one(net: tv_resnet.ResNet) -> None:
+    block = net.layer4[0]
+    if isinstance(block, tv_resnet.Bottleneck):
+        block.conv2.stride = (1, 1)
+    else:
+        block.conv1.stride = (1, 1)
+    if block.downsample is not None:
+        block.downsample[0].stride = (1, 1)
+
+
+def _load_imagenet(net: nn.Module, path: str | Path) -> None:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"ImageNet weights not found at {p}; pass the path of a torchvision ResNet state dict")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or non-torch file
+        raise CheckpointError(f"cannot read ImageNet weights {p}: {exc}") from None
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"ImageNet weights {p} do not match the backbone: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+
+
+def resnet50(imagenet_weights: str | Path | None = None) -> tuple[nn.Module, int]:
+    net = tv_resnet.resnet50(weights=None)
+    if imagenet_weights:
+        _load_imagenet(net, imagenet_weights)
+    _last_stride_one(net)
+    return _ResNetTrunk(net), 2048
+
+
+def resnet18(imagenet_weights: str | Path | None = None) -> tuple[nn.Module, int]:
+    net = tv_resnet.resnet18(weights=None)
+    if imagenet_weights:
+        _load_imagenet(net, imagenet_weights)
+    _last_stride_one(net)
+    return _ResNetTrunk(net), 512
+
+
+class TinyResNet(nn.Module):
+    """ResNet of BasicBlocks with widths ``widths``; stem stride 4 (conv + max-pool), strides 1,2,1,1."""
+
+    def __init__(self, widths: tuple[int, int, int, int] = (16, 32, 64, 128), blocks: tuple[int, ...] = (1, 1, 1, 1)) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        layers = []
+        inplanes = widths[0]
+        for width, n, stride in zip(widths, blocks, (1, 2, 1, 1), strict=True):
+            mods = []
+            for i in range(n):
+                s = stride if i == 0 else 1
+                down = None
+                if s != 1 or inplanes != width:
+                    down = nn.Sequential(nn.Conv2d(inplanes, width, 1, stride=s, bias=False), nn.BatchNorm2d(width))
+                mods.append(tv_resnet.BasicBlock(inplanes, width, stride=s, downsample=down))
+                inplanes = width
+            layers.append(nn.Sequential(*mods))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+
+def resnet_tiny(imagenet_weights: str | Path | None = None) -> tuple[nn.Module, int]:
+    if imagenet_weights:
+        raise CheckpointError("resnet_tiny has no ImageNet weights; use resnet18 or resnet50 for that")
+    return TinyResNet(), 128
+
+
+def resnet_test(imagenet_weights: str | Path | None = None) -> tuple[nn.Module, int]:
+    """A minimal backbone for unit tests."""
+    del imagenet_weights
+    return TinyResNet(widths=(4, 8, 8, 16)), 16
+
+
+BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
+    "resnet50": resnet50,
+    "resnet18": resnet18,
+    "resnet_tiny": resnet_tiny,
+    "resnet_test": resnet_test,
+}
+
+
+def build_backbone(name: str, imagenet_weights: str | Path | None = None) -> tuple[nn.Module, int]:
+    try:
+        factory = BACKBONES[name]
+    except KeyError:
+        raise UnknownNameError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+    return factory(imagenet_weights)
