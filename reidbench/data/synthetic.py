@@ -98,6 +98,11 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny", height=64, width=32, num_train_ids=24, num_test_ids=16, num_cameras=3,
+        train_images=192, query_images=32, gallery_images=96, distractors=8, junk=4,
+        description="for unit tests and smoke runs (seconds)",
+    ),
     "mini": Preset(
         name="mini", height=128, width=64, num_train_ids=96, num_test_ids=96, num_cameras=4,
         train_images=1152, query_images=192, gallery_images=960, distractors=96, junk=24,
@@ -312,7 +317,6 @@ def _person(
     c: _Canvas, ident: dict[str, np.ndarray], ids: np.ndarray, imgp: dict[str, np.ndarray], visible: np.ndarray | None = None
 ) -> None:
     """Draw one person per image (identity ``ids[i]`` with pose ``imgp``)."""
-    n = len(ids)
     vis = None if visible is None else torch.as_tensor(visible)
     T = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32)).view(-1, 1, 1)  # noqa: E731
     view = imgp["view"]

@@ -13,7 +13,6 @@ generators seeded from it.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from reidbench.models.base import ReIDModel, TrainOutput
+from reidbench.ops import sample_region
 
 log = logging.getLogger(__name__)
 
@@ -178,28 +178,13 @@ def standard_augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) ->
 _MEAN = (0.4914, 0.4822, 0.4465)  # BoT's erasing fill
 
 
-def sample_region(h: int, w: int, gen: torch.Generator, area: tuple[float, float] = (0.02, 0.4),
-                  aspect: tuple[float, float] = (0.3, 1 / 0.3), tries: int = 100) -> tuple[int, int, int, int]:
-    """A rectangle (top, left, height, width) with area fraction U(area) and aspect ratio U(aspect)."""
-    for _ in range(tries):
-        a = (area[0] + (area[1] - area[0]) * torch.rand(1, generator=gen).item()) * h * w
-        r = aspect[0] + (aspect[1] - aspect[0]) * torch.rand(1, generator=gen).item()
-        rh, rw = int(round(math.sqrt(a * r))), int(round(math.sqrt(a / r)))
-        if 0 < rh < h and 0 < rw < w:
-            top = int(torch.randint(0, h - rh + 1, (1,), generator=gen))
-            left = int(torch.randint(0, w - rw + 1, (1,), generator=gen))
-            return top, left, rh, rw
-    rh, rw = max(1, h // 2), max(1, w // 2)
-    return (h - rh) // 2, (w - rw) // 2, rh, rw
-
-
 def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     x = x.clone()
     fill = torch.tensor(_MEAN, device=x.device, dtype=x.dtype).view(3, 1, 1)
     for i in range(x.shape[0]):
         if torch.rand(1, generator=gen).item() < p:
-            t, l, rh, rw = sample_region(x.shape[2], x.shape[3], gen)
-            x[i, :, t : t + rh, l : l + rw] = fill
+            ys, xs = sample_region(x.shape[2], x.shape[3], gen).slices()
+            x[i, :, ys, xs] = fill
     return x
 
 

@@ -1,0 +1,17 @@
+"""The commands registered on the ``reidbench`` group; each lives in its own module."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# (module, attribute): a command per module, added here with one line.
+_COMMANDS = [
+    ("reidbench.cli.list_cmd", "list_"),
+    ("reidbench.cli.data_cmd", "data"),
+]
+
+ALL: list[click.Command] = []
+for _mod, _attr in _COMMANDS:
+    ALL.append(getattr(importlib.import_module(_mod), _attr))

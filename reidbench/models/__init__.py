@@ -1,0 +1,33 @@
+"""Re-ID models: the interface, backbones, cards, the registry and the training recipes.
+
+``create_model(name)`` builds a registered model with its shipped checkpoint; ``list_models()``
+lists the cards. Importing this package registers every model module below.
+"""
+
+from reidbench.models.base import ReIDModel, TrainOutput, check_eval_mode
+from reidbench.models.card import ModelCard, PaperResult
+from reidbench.models.registry import (
+    MODELS,
+    ModelEntry,
+    create_model,
+    list_models,
+    model_card,
+    register_model,
+)
+
+# Importing a model module registers it.
+from reidbench.models import baseline as _baseline  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "MODELS",
+    "ModelCard",
+    "ModelEntry",
+    "PaperResult",
+    "ReIDModel",
+    "TrainOutput",
+    "check_eval_mode",
+    "create_model",
+    "list_models",
+    "model_card",
+    "register_model",
+]
