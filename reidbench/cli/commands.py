@@ -10,6 +10,9 @@ import click
 _COMMANDS = [
     ("reidbench.cli.list_cmd", "list_"),
     ("reidbench.cli.data_cmd", "data"),
+    ("reidbench.cli.train_cmd", "train"),
+    ("reidbench.cli.run_cmd", "run"),
+    ("reidbench.cli.check_cmd", "check"),
 ]
 
 ALL: list[click.Command] = []
