@@ -13,6 +13,7 @@ All functions take and return float tensors; images are (B, 3, H, W) in [0,1].
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -160,3 +161,57 @@ def local_grayscale(x: torch.Tensor, gen: torch.Generator, area: tuple[float, fl
         ys, xs = sample_region(h, w, gen, area).slices()
         out[i, :, ys, xs] = g[i, :, ys, xs]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Sliding-window occlusion (AOS): the training-set sensitivity search and the worst-case attack
+# ---------------------------------------------------------------------------------------------
+
+
+def window_grid(h: int, w: int, side: int, stride: int) -> tuple[list[int], list[int]]:
+    """Top and left coordinates of a square of ``side`` slid with ``stride`` (last one flush)."""
+    def axis(n: int) -> list[int]:
+        pos = list(range(0, max(n - side, 0) + 1, max(stride, 1)))
+        if pos[-1] != max(n - side, 0):
+            pos.append(max(n - side, 0))
+        return pos
+
+    return axis(h), axis(w)
+
+
+def occlusion_sweep(
+    images: torch.Tensor,
+    side: int,
+    stride: int,
+    fill: torch.Tensor,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    chunk: int = 512,
+) -> torch.Tensor:
+    """Score every position of a ``side`` square over each image; returns (B, gh, gw).
+
+    ``score(occluded, owner)`` gets a batch of occluded images and, for each, the index of the
+    image it came from, and returns one score per occluded image (higher = more damaging).
+    ``fill`` is the square's colour, (3,) in [0,1].
+    """
+    b, _, h, w = images.shape
+    tops, lefts = window_grid(h, w, side, stride)
+    masks = torch.zeros(len(tops) * len(lefts), 1, h, w, device=images.device, dtype=images.dtype)
+    for k, (t, lf) in enumerate((t, lf) for t in tops for lf in lefts):
+        masks[k, :, t : t + side, lf : lf + side] = 1.0
+    n_pos = masks.shape[0]
+    f = fill.to(images.device, images.dtype).view(1, 3, 1, 1)
+    total = b * n_pos
+    out = torch.empty(total, device=images.device)
+    for s in range(0, total, chunk):
+        flat = torch.arange(s, min(s + chunk, total), device=images.device)
+        owner, p = flat // n_pos, flat % n_pos
+        m = masks[p]
+        occ = images[owner] * (1 - m) + f * m
+        out[s : s + len(flat)] = score(occ, owner)
+    return out.view(b, len(tops), len(lefts))
+
+
+def blur3x3(maps: torch.Tensor) -> torch.Tensor:
+    """A 3x3 box blur of (B, gh, gw) score maps with replicate padding (AOS smooths its maps so)."""
+    x = F.pad(maps.unsqueeze(1), (1, 1, 1, 1), mode="replicate")
+    return F.avg_pool2d(x, 3, stride=1).squeeze(1)

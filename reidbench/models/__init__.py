@@ -17,6 +17,10 @@ from reidbench.models.registry import (
 
 # Importing a model module registers it.
 from reidbench.models import baseline as _baseline  # noqa: E402,F401  isort: skip
+from reidbench.models import etndnet as _etndnet  # noqa: E402,F401  isort: skip
+from reidbench.models import igoas as _igoas  # noqa: E402,F401  isort: skip
+from reidbench.models import jad as _jad  # noqa: E402,F401  isort: skip
+from reidbench.models import aos as _aos  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "MODELS",

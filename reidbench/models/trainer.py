@@ -79,8 +79,8 @@ class Recipe:
 
     * ``prepare(ctx)``: runs once before training (AOS's first stage and sensitivity search).
     * ``optimizers(ctx)``: the optimisers (default: one Adam over all parameters).
-    * ``augment(x, idx, ctx)``: a batch augmentation after the standard one (``idx`` indexes the
-      training split, so a recipe can use per-image state).
+    * ``pre_augment(x, idx, ctx)`` / ``augment(x, idx, ctx)``: batch augmentations before and after
+      the standard one (``idx`` indexes the training split, so a recipe can use per-image state).
     * ``step(x, y, ctx)``: one optimisation step; returns named scalar losses for the progress bar.
     * ``hparams``: recorded on the model card.
     """
@@ -95,6 +95,10 @@ class Recipe:
 
     def optimizers(self, ctx: TrainContext) -> list[torch.optim.Optimizer]:
         return [adam(ctx.model.parameters(), ctx.cfg)]
+
+    def pre_augment(self, x: torch.Tensor, idx: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
+        del idx, ctx
+        return x
 
     def augment(self, x: torch.Tensor, idx: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
         del idx, ctx
@@ -238,6 +242,7 @@ def train(
                     g["lr"] = lr * f
             x = images[idx].to(device).float().div_(255.0)
             y = labels[idx].to(device)
+            x = recipe.pre_augment(x, idx, ctx)
             x = standard_augment(x, cfg, gen)
             x = recipe.augment(x, idx, ctx)
             losses = recipe.step(x, y, ctx)
