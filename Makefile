@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates .venv, installs reidbench, runs the default benchmark (runs/demo/report.pdf)
+#   make test   creates .venv, installs reidbench with its test tools, runs the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test regress lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/reidbench run --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# The robustness regression check of the shipped models against the golden file (CI runs it).
+regress: $(STAMP)
+	$(BIN)/reidbench run --out runs/regress --fresh --quiet --no-report
+	$(BIN)/reidbench check runs/regress --baseline reidbench/golden/embedded-default.json --junit runs/regress/junit.xml
+
+lint: $(STAMP)
+	$(BIN)/ruff check reidbench tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_attacks.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,177 @@
+"""``reidbench run``: the benchmark grid, with resume, results and a report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reidbench.cli.options import parse_kv, resolve_device, split_floats
+from reidbench.errors import ParameterError
+
+# The standard attack set of the default benchmark (`reidbench run` with no --model/--attack).
+DEFAULT_ATTACKS: list[tuple[str, dict[str, Any]]] = [
+    ("none", {}),
+    ("mifgsm", {"eps": 2}), ("mifgsm", {"eps": 5}), ("mifgsm", {"eps": 8}),
+    ("sma", {}), ("lta", {}), ("fna", {}), ("noise", {"eps": 5}),
+    ("erasing", {"area": 0.1}), ("erasing", {"area": 0.2}), ("erasing", {"area": 0.3}), ("erasing", {"area": 0.4}),
+    ("aos-window", {}), ("npo", {}),
+    ("fmap-erase", {}), ("fmap-transform", {}), ("fmap-noise", {}),
+]  # fmt: skip
+
+# global flags that set an attack parameter where the attack has it
+SWEEPABLE = {"eps": "eps", "step": "step", "steps": "steps", "momentum": "momentum", "area": "area"}
+
+
+def build_attacks(attacks: tuple[str, ...], sweeps: dict[str, list[Any]], options: dict[str, Any]) -> list[Any]:
+    """Expand ``--attack`` x the sweep flags into AttackRequests (parameters only where they apply)."""
+    import itertools
+
+    from reidbench.attacks import ATTACKS
+    from reidbench.eval.harness import AttackRequest
+
+    requests = []
+    used: set[str] = set()
+    for name in attacks:
+        if name == "none":
+            requests.append(AttackRequest("none"))
+            continue
+        accepted = set(ATTACKS.get(name).defaults)
+        keys = [k for k in sweeps if k in accepted]
+        used.update(keys)
+        fixed = {k: v for k, v in options.items() if k in accepted}
+        used.update(fixed)
+        for combo in itertools.product(*[sweeps[k] for k in keys]) if keys else [()]:
+            requests.append(AttackRequest(name, {**fixed, **dict(zip(keys, combo, strict=True))}))
+    unused = (set(sweeps) | set(options)) - used
+    if unused:
+        raise ParameterError(f"no attack in this run takes {', '.join('--' + u for u in sorted(unused))}; "
+                             "see `reidbench list attacks` for each attack's parameters")  # fmt: skip
+    return requests
+
+
+@click.command("run")
+@click.option("--model", "models", multiple=True, help="Registered model or package.module:factory (repeat for several). Default: every model with a checkpoint.")
+@click.option("--attack", "attacks", multiple=True, help="Attack name, or none for the clean cell (repeat). Default: the standard set.")
+@click.option("--defense", "defenses", multiple=True, help="auto (the model's own inference defense, e.g. JAD's CS), none, or a chain like jpeg+median (repeat). Default: auto.")
+@click.option("--adaptive/--no-adaptive", default=True, show_default=True, help="Run attacks made through the defense (BPDA/EOT).")
+@click.option("--oblivious/--no-oblivious", default=True, show_default=True, help="Run attacks made on the bare model, then defended.")
+@click.option("--target", "targets", multiple=True, type=click.Choice(["query", "gallery", "both"]), help="Attacked side (repeat). Default: query.")
+@click.option("--surrogate", "surrogates", multiple=True, help="Also craft each gradient attack on this model and evaluate on the target (transfer, black-box).")
+@click.option("--eps", default=None, help="L-inf budget in /255 units; a comma list sweeps (e.g. 2,5,8).")
+@click.option("--step", default=None, help="Step size in /255 units (comma list sweeps).")
+@click.option("--steps", default=None, help="Iterations (comma list sweeps).")
+@click.option("--momentum", default=None, help="Momentum decay of M-IFGSM/LTA.")
+@click.option("--area", default=None, help="Occluded fraction for occlusion attacks; a comma list sweeps (e.g. 0.1,0.2,0.3).")
+@click.option("--attack-option", "attack_opts", multiple=True, metavar="KEY=VALUE", help="Any other attack parameter.")
+@click.option("--dataset", default="synthetic-mini", show_default=True, help="See `reidbench list datasets`.")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="REIDBENCH_DATA", help="Folder holding the dataset folders (default $REIDBENCH_DATA).")
+@click.option("--checkpoint", "checkpoints", multiple=True, metavar="[MODEL=]PATH", help="Weights for a registered model (safetensors or a weights-only state dict).")
+@click.option("--model-option", "model_opts", multiple=True, metavar="MODEL:KEY=VALUE", help="e.g. jad:cs=false.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True, help="Run directory.")
+@click.option("--fresh", is_flag=True, help="Start over: forget the finished cells in --out.")
+@click.option("--resume", is_flag=True, default=True, hidden=True, help="Skip finished cells (the default).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rerank", is_flag=True, help="Also report k-reciprocal re-ranked metrics (k1=20, k2=6, lambda=0.3).")
+@click.option("--distance", type=click.Choice(["cosine", "euclidean"]), default=None, help="Default: the model card's (cosine).")
+@click.option("--ap", "ap_variant", type=click.Choice(["market", "official"]), default="market", show_default=True,
+              help="market: mean precision at hits, queries without a match left out; official: Market-1501 code's trapezoidal AP, such queries count 0.")
+@click.option("--eot", type=click.IntRange(1, 1000), default=20, show_default=True, help="EOT draws per gradient for adaptive attacks on random defenses.")
+@click.option("--draws", type=click.IntRange(1, 100), default=5, show_default=True, help="Evaluation draws of a random defense (mean and worst case reported).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=None, help="Default 128 on CPU, 512 on GPU.")
+@click.option("--amp", is_flag=True, help="bfloat16 autocast for feature extraction on CUDA (see README for its measured tolerance).")
+@click.option("--save-adv", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write PNGs of adversarial samples here.")
+@click.option("--report/--no-report", default=True, show_default=True, help="Write RUN/report.pdf at the end.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, ...], adaptive: bool, oblivious: bool,
+        targets: tuple[str, ...], surrogates: tuple[str, ...], eps: str | None, step: str | None, steps: str | None,
+        momentum: str | None, area: str | None, attack_opts: tuple[str, ...], dataset: str, data_root: Path | None,
+        checkpoints: tuple[str, ...], model_opts: tuple[str, ...], out: Path, fresh: bool, resume: bool, seed: int,
+        rerank: bool, distance: str | None, ap_variant: str, eot: int, draws: int, device: str, batch_size: int | None,
+        amp: bool, save_adv: Path | None, report: bool, quiet: bool) -> None:
+    """Run a benchmark grid: every --model x --defense x --attack (x sweeps), one row per cell.
+
+    With no --model and no --attack it runs the default benchmark on the embedded default
+    (synthetic-mini, every shipped model, the standard attack set) and writes RUN/report.pdf.
+    Re-running the same command on the same --out skips finished cells.
+    """
+    from reidbench.eval.harness import AttackRequest, GridSpec, run_grid
+    from reidbench.models import MODELS
+    from reidbench.models.registry import shipped_checkpoint
+
+    del resume
+    default_grid = not models and not attacks
+    if not models:
+        models = tuple(n for n in MODELS.names() if shipped_checkpoint(n) is not None)
+        if not models:
+            raise ParameterError("no model has a shipped checkpoint; pass --model NAME --checkpoint PATH")
+    if len(checkpoints) > 0:
+        ck: dict[str, str] = {}
+        for item in checkpoints:
+            name, sep, path = item.partition("=")
+            if not sep:
+                if len(models) != 1:
+                    raise ParameterError("--checkpoint PATH needs exactly one --model; use --checkpoint MODEL=PATH")
+                name, path = models[0], item
+            ck[name] = path
+    else:
+        ck = {}
+    mopts: dict[str, dict[str, Any]] = {}
+    for item in model_opts:
+        name, sep, kv = item.partition(":")
+        if not sep:
+            raise ParameterError(f"--model-option expects MODEL:KEY=VALUE, got {item!r}")
+        mopts.setdefault(name, {}).update(parse_kv([kv]))
+    sweeps: dict[str, list[Any]] = {}
+    for key, text in (("eps", eps), ("step", step), ("steps", steps), ("momentum", momentum), ("area", area)):
+        if text is not None:
+            vals = split_floats(text, f"--{key}")
+            sweeps[key] = [int(v) for v in vals] if key == "steps" else vals
+    options = parse_kv(attack_opts)
+    if default_grid and not sweeps and not options:
+        requests = [AttackRequest(n, p) for n, p in DEFAULT_ATTACKS]
+    else:
+        requests = build_attacks(attacks or ("none",), sweeps, options)
+    modes = [m for m, on in (("oblivious", oblivious), ("adaptive", adaptive)) if on]
+    if not modes:
+        raise ParameterError("--no-adaptive and --no-oblivious leave nothing to run for defended models")
+    dev = resolve_device(device)
+    spec = GridSpec(models=list(models), attacks=requests, dataset=dataset, data_root=data_root,
+                    defenses=list(defenses) or ["auto"], modes=modes, targets=list(targets) or ["query"],
+                    surrogates=list(surrogates), checkpoints=ck, model_options=mopts, seed=seed, rerank=rerank,
+                    distance=distance, ap_variant=ap_variant, eot=eot, draws=draws, batch_size=batch_size,
+                    device=str(dev), amp=amp, save_adv=str(save_adv) if save_adv else None)  # fmt: skip
+    command = "reidbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    records = run_grid(spec, out, command=command, fresh=fresh, progress=not quiet)
+    click.echo(format_table(records))
+    click.echo(f"\n{len(records)} cells in {out}/results.csv")
+    warn = sum(len(r.warnings) for r in records)
+    if warn:
+        click.echo(f"{warn} sanity-check warning(s); see the report or results.csv's warnings column")
+    if report:
+        try:
+            from reidbench.reports import write_report
+        except ImportError:
+            click.echo("(reports are not available in this build)")
+            return
+        path = write_report(out, out / "report.pdf")
+        click.echo(f"report: {path}")
+
+
+def format_table(records: list[Any]) -> str:
+    """The run's rows as a compact text table (metrics in percent)."""
+    from reidbench.cli.list_cmd import _table
+
+    rows = []
+    for r in records:
+        c = r.config
+        rows.append([c.model, c.defense if c.defense == "none" else f"{c.defense}/{c.mode}", c.attack,
+                     "" if c.eps is None else f"{c.eps:g}", "" if c.area is None else f"{c.area:g}",
+                     c.target if c.attack != "none" else "", c.surrogate,
+                     f"{r.rank1:.1f}", f"{r.mAP:.1f}", f"{r.mINP:.1f}", f"{r.seconds:.1f}"])  # fmt: skip
+    return _table(rows, ["model", "defense", "attack", "eps", "area", "target", "surrogate", "R1", "mAP", "mINP", "sec"])
+
