@@ -13,6 +13,7 @@ _COMMANDS = [
     ("reidbench.cli.train_cmd", "train"),
     ("reidbench.cli.run_cmd", "run"),
     ("reidbench.cli.check_cmd", "check"),
+    ("reidbench.cli.report_cmd", "report"),
 ]
 
 ALL: list[click.Command] = []

@@ -1,0 +1,558 @@
+"""Tables of a run, as papers print them, and their markdown, LaTeX (booktabs) and CSV exports.
+
+Every builder is a pure function of the records (and of the manifest, for the papers' numbers and
+the attacks' default budgets) and returns :class:`Table` objects, one per scope (dataset, AP
+variant) that has data for it; an empty list when the run has none. A table keeps its numbers as
+floats: the exports format them (one decimal for people, full precision in CSV).
+
+Layouts:
+
+* :func:`pivot_tables` -- model x attack, cells ``R1/mAP`` (optionally ``R1/mAP/mINP``) as in the
+  JAD (Tables 4, 5, 7) and ETNDNet papers, each attack at its headline budget.
+* :func:`drop_tables` -- the change from the row's clean cell, in pp and in % of the clean value.
+* :func:`defense_tables` -- oblivious and adaptive attacks on each defended model side by side.
+* :func:`sweep_tables` -- every point of the eps and area sweeps (the numbers behind the curves).
+* :func:`paper_tables` -- the numbers the model cards quote from the papers, beside ours.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reidbench.eval.results import CellResult
+from reidbench.reports import cells as C
+
+Value = float | None
+Cell = str | float | None | tuple[Value, ...]
+
+METRIC_NAMES = {"rank1": "R1", "rank5": "R5", "rank10": "R10", "mAP": "mAP", "mINP": "mINP"}
+METRIC_LONG = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP", "mINP": "mINP"}
+AP_TEXT = {
+    "market": "AP: 'market' variant (mean precision at each hit; queries without a match left out)",
+    "official": "AP: 'official' Market-1501 variant (trapezoidal; queries without a match count as 0)",
+}
+DASH = "–"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column. A value column holds a float, or a tuple of floats when ``parts`` names them."""
+
+    name: str
+    parts: tuple[str, ...] = ()
+    label: bool = False
+    template: str = ""  # how formatted parts are joined; default "a/b/c"
+    spec: str | tuple[str, ...] = ".1f"  # one format spec, or one per part
+
+    def _spec(self, i: int) -> str:
+        return self.spec if isinstance(self.spec, str) else self.spec[i]
+
+    def format(self, v: Cell) -> str:
+        if self.label:
+            return "" if v is None else str(v)
+        if v is None:
+            return DASH
+        if isinstance(v, tuple):
+            txt = [DASH if x is None else format(x, self._spec(i)) for i, x in enumerate(v)]
+            if all(x is None for x in v):
+                return DASH
+            return self.template.format(*txt) if self.template else "/".join(txt)
+        if isinstance(v, str):
+            return v
+        return format(v, self._spec(0))
+
+    def csv_names(self) -> list[str]:
+        return [f"{self.name} {p}" for p in self.parts] if self.parts else [self.name]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table with its numbers, what it shows (``caption``) and how it was measured (``notes``).
+
+    ``span``: a header over the value columns that share the table's cell layout (``Rank-1/mAP
+    (%)``), as in the JAD tables; see :attr:`span_columns`.
+    ``key``: a short file-name-safe id (``pivot``, ``drop``, ``defense``, ``sweep-eps``, ...).
+    """
+
+    key: str
+    title: str
+    columns: tuple[Column, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    caption: str = ""
+    notes: tuple[str, ...] = ()
+    span: str = ""
+    scope: C.Scope | None = None
+
+    @property
+    def n_label(self) -> int:
+        n = 0
+        for c in self.columns:
+            if not c.label:
+                break
+            n += 1
+        return n
+
+    @property
+    def span_columns(self) -> list[int]:
+        """The columns under ``span``: a contiguous run of the value columns with the most common parts."""
+        if not self.span:
+            return []
+        vals = [(i, c.parts) for i, c in enumerate(self.columns) if not c.label and c.parts]
+        if not vals:
+            return []
+        parts = [p for _, p in vals]
+        common = max(parts, key=parts.count)
+        idx = [i for i, p in vals if p == common]
+        return list(range(idx[0], idx[-1] + 1))
+
+    def formatted(self) -> list[list[str]]:
+        """The body as people read it: one decimal, en dash for missing values."""
+        return [[c.format(v) for c, v in zip(self.columns, row, strict=True)] for row in self.rows]
+
+    def cell(self, row: str, column: str) -> Cell:
+        """The value at the row whose first cell is ``row`` and the column named ``column``."""
+        j = [c.name for c in self.columns].index(column)
+        for r in self.rows:
+            if r[0] == row:
+                return r[j]
+        raise KeyError(f"no row {row!r} in table {self.key!r}")
+
+    # -- exports ---------------------------------------------------------------------------------
+
+    def to_markdown(self) -> str:
+        head = [_md_escape(c.name) for c in self.columns]
+        align = [":--" if c.label else "--:" for c in self.columns]
+        lines = [f"**{_md_escape(self.title)}**", ""]
+        if self.caption:
+            lines += [_md_escape(self.caption), ""]
+        if self.span:
+            lines += [f"Cells: {_md_escape(self.span)}", ""]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("| " + " | ".join(align) + " |")
+        for row in self.formatted():
+            lines.append("| " + " | ".join(_md_escape(x) for x in row) + " |")
+        if self.notes:
+            lines += ["", *(f"- {_md_escape(n)}" for n in self.notes)]
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self, label: str | None = None) -> str:
+        """A ``table`` environment with booktabs rules (needs ``\\usepackage{booktabs}``)."""
+        n = len(self.columns)
+        spec = "".join("l" if c.label else "r" for c in self.columns)
+        cap = _tex(self.title + (". " + self.caption if self.caption else ""))
+        if self.notes:
+            cap += " " + " ".join(_tex(x if x.endswith(".") else x + ".") for x in self.notes)
+        out = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{cap}}}",
+               rf"\label{{{label or 'tab:reidbench-' + _slug(self.key)}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]  # fmt: skip
+        cols = self.span_columns
+        if cols:
+            a, b = cols[0], cols[-1]
+            cells = [""] * a + [rf"\multicolumn{{{b - a + 1}}}{{c}}{{{_tex(self.span)}}}"] + [""] * (n - b - 1)
+            out.append(" & ".join(cells) + r" \\")
+            out.append(rf"\cmidrule(lr){{{a + 1}-{b + 1}}}")
+        out.append(" & ".join(_tex(c.name) for c in self.columns) + r" \\")
+        out.append(r"\midrule")
+        for row in self.formatted():
+            out.append(" & ".join(_tex_num(x) for x in row) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        return "\n".join(out) + "\n"
+
+    def to_csv(self) -> str:
+        """Machine-readable: one column per value (multi-value cells split), full precision."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow([name for c in self.columns for name in c.csv_names()])
+        for row in self.rows:
+            out: list[str] = []
+            for c, v in zip(self.columns, row, strict=True):
+                if c.label:
+                    out.append("" if v is None else str(v))
+                elif c.parts:
+                    vals = v if isinstance(v, tuple) else (None,) * len(c.parts)
+                    out += [_csv_num(x) for x in vals]
+                else:
+                    out.append(_csv_num(v))
+            w.writerow(out)
+        return buf.getvalue()
+
+
+def _csv_num(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(round(v, 6))
+    return str(v)
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", DASH: "--", "Δ": r"$\Delta$", "×": r"$\times$"}  # fmt: skip
+
+
+def _tex(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in s)
+
+
+def _tex_num(s: str) -> str:
+    """Escape a cell, writing a leading minus of a number as a math minus."""
+    return re.sub(r"(?<![\w.])-(?=\d)", r"$-$", _tex(s))
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-")
+
+
+# -------------------------------------------------------------------------------------------------
+# Builders
+# -------------------------------------------------------------------------------------------------
+
+
+def _values(r: CellResult | None, metrics: Sequence[str]) -> tuple[Value, ...] | None:
+    if r is None:
+        return None
+    return tuple(_metric(r, m) for m in metrics)
+
+
+def _metric(r: CellResult, m: str) -> float | None:
+    v = getattr(r, m, None)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _scope_notes(g: C.Grid, rows: Sequence[C.RowKey] = ()) -> tuple[str, ...]:
+    notes = [f"Dataset: {g.scope.dataset}."]
+    notes.append(AP_TEXT.get(g.scope.ap_variant, f"AP: '{g.scope.ap_variant}' variant") + ".")
+    rr = {bool(r.config.rerank) for r in g.records}
+    if rr == {True}:
+        notes.append("Re-ranking: on (k-reciprocal) for every row.")
+    elif rr == {False}:
+        notes.append("Re-ranking: off.")
+    else:
+        notes.append("Re-ranking: off, except rows marked '+ RK' (k-reciprocal).")
+    dists = sorted({r.config.distance for r in g.records})
+    notes.append(f"Distance: {', '.join(dists)}.")
+    return tuple(notes)
+
+
+def _budget_note(g: C.Grid, attacks: Sequence[C.AttackKey], labels: dict[C.AttackKey, str]) -> str:
+    parts = []
+    for a in attacks:
+        if a.is_clean:
+            continue
+        rep = next((r for k, r in g.cells.items() if k[1] == a and k[2] == g.headline_eps[a] and k[3] == g.headline_area[a]), None)
+        if rep is not None and C.budget_text(rep):
+            parts.append(f"{labels[a]}: {C.budget_text(rep)}")
+    return ("Budgets: " + "; ".join(parts) + ".") if parts else ""
+
+
+def _suffix(g: C.Grid, many: bool) -> str:
+    return f" ({g.scope.dataset}, AP {g.scope.ap_variant})" if many else ""
+
+
+def pivot_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None, *,
+                 metrics: Sequence[str] = ("rank1", "mAP")) -> list[Table]:  # fmt: skip
+    """Model x attack, each cell ``R1/mAP`` (or the given metrics) at the attack's headline budget."""
+    out = []
+    gs = C.grids(records, manifest)
+    for g in gs:
+        rows = g.attack_rows
+        rlab = C.row_labels(rows)
+        alab = C.attack_labels(g.attacks)
+        parts = tuple(METRIC_NAMES[m] for m in metrics)
+        cols = (Column("Model", label=True), *(Column(alab[a], parts) for a in g.attacks))
+        body = tuple((rlab[k], *(_values(g.headline_cell(k, a), metrics) for a in g.attacks)) for k in rows)
+        notes = list(_scope_notes(g, rows))
+        if (b := _budget_note(g, g.attacks, alab)):
+            notes.append(b)
+        if any(r.draws > 1 for r in g.records):
+            notes.append("Randomised defenses: the mean over draws; worst draws are in the defense table.")
+        span = "/".join(METRIC_LONG[m] for m in metrics) + " (%)"
+        out.append(Table("pivot" + _key_suffix(g, len(gs)), "Retrieval under attack" + _suffix(g, len(gs) > 1), cols, body,
+                         caption="Each cell is the model's " + "/".join(METRIC_LONG[m] for m in metrics)
+                         + " in percent on the query set under that column's attack; 'clean' is no attack. Lower under attack = more harm.",
+                         notes=tuple(notes), span=span, scope=g.scope))  # fmt: skip
+    return out
+
+
+def _key_suffix(g: C.Grid, n: int) -> str:
+    return f"-{_slug(g.scope.dataset)}-{g.scope.ap_variant}" if n > 1 else ""
+
+
+def drop(r: CellResult, clean: CellResult | None, metric: str = "mAP") -> tuple[Value, Value]:
+    """``(attacked - clean in pp, the same in % of clean)``; None where there is no clean cell."""
+    a, c = _metric(r, metric), (_metric(clean, metric) if clean is not None else None)
+    if a is None or c is None:
+        return (None, None)
+    d = a - c
+    return (round(d, 6), round(100.0 * d / c, 6) if c != 0 else None)
+
+
+def drop_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None, *, metric: str = "mAP") -> list[Table]:
+    """The change of ``metric`` from each row's clean cell: pp and relative %, negative = worse."""
+    out = []
+    gs = C.grids(records, manifest)
+    for g in gs:
+        attacks = [a for a in g.attacks if not a.is_clean]
+        rows = [k for k in g.attack_rows if g.clean(k) is not None and any(g.headline_cell(k, a) for a in attacks)]
+        if not attacks or not rows:
+            continue
+        rlab, alab = C.row_labels(rows), C.attack_labels(g.attacks)
+        cols = (Column("Model", label=True), Column(f"clean {METRIC_NAMES[metric]}"),
+                *(Column(alab[a], ("pp", "%"), template="{} ({}%)", spec="+.1f") for a in attacks))  # fmt: skip
+        body = []
+        for k in rows:
+            clean = g.clean(k)
+            vals: list[Cell] = [rlab[k], _metric(clean, metric) if clean else None]
+            for a in attacks:
+                r = g.headline_cell(k, a)
+                vals.append(drop(r, clean, metric) if r is not None else None)
+            body.append(tuple(vals))
+        name = METRIC_LONG[metric]
+        notes = list(_scope_notes(g))
+        if (b := _budget_note(g, attacks, alab)):
+            notes.append(b)
+        notes.append("A defended row is compared with the same defended model's clean cell.")
+        out.append(Table("drop" + _key_suffix(g, len(gs)), f"Change of {name} from clean" + _suffix(g, len(gs) > 1),
+                         cols, tuple(body),
+                         caption=f"Each cell is attacked minus clean {name}, in percentage points, and in brackets the same "
+                         f"change as a percentage of the clean {name}. -100% means the attack removed all retrieval.",
+                         notes=tuple(notes), span=f"Change of {name}: pp (relative %)", scope=g.scope))  # fmt: skip
+    return out
+
+
+def defense_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None,
+                   *, metrics: Sequence[str] = ("rank1", "mAP")) -> list[Table]:  # fmt: skip
+    """Oblivious and adaptive attacks on every defended model, side by side, with the gap."""
+    out = []
+    gs = C.grids(records, manifest)
+    defs = (manifest or {}).get("defenses") if isinstance((manifest or {}).get("defenses"), dict) else {}
+    for g in gs:
+        groups: dict[tuple[C.RowKey, C.AttackKey], dict[str, CellResult]] = {}
+        for (k, a, eps, area), r in g.cells.items():
+            if k.defense == "none" or a.is_clean or k.mode not in ("oblivious", "adaptive"):
+                continue
+            if eps != g.headline_eps.get(a) or area != g.headline_area.get(a):
+                continue
+            groups.setdefault((k.clean_key, a), {})[k.mode] = r
+        # attacks without gradients (occlusion, feature maps) have no adaptive variant: they are in the pivot
+        groups = {key: d for key, d in groups.items() if "adaptive" in d or g.family.get(key[1].attack) in ("metric", "classification")}
+        if not groups:
+            continue
+        base_rows = C.sort_rows({k for k, _ in groups}, C.model_order(g.records, manifest))
+        rlab = C.row_labels(base_rows)
+        alab = C.attack_labels(g.attacks)
+        parts = tuple(METRIC_NAMES[m] for m in metrics)
+        random_any = any(r.draws > 1 for d in groups.values() for r in d.values())
+        cols = [Column("Model + defense", label=True), Column("Attack", label=True), Column("clean", parts),
+                Column("oblivious", parts), Column("adaptive", parts), Column("gap mAP (pp)", spec="+.1f")]  # fmt: skip
+        if random_any:
+            cols.append(Column("adaptive, worst draw", ("mAP", "draws"), template="{} (of {})", spec=(".1f", ".0f")))
+        body = []
+        for k in base_rows:
+            for a in g.attacks:
+                d = groups.get((k, a))
+                if d is None:
+                    continue
+                ob, ad = d.get("oblivious"), d.get("adaptive")
+                gap = (ob.mAP - ad.mAP) if ob is not None and ad is not None else None
+                row: list[Cell] = [rlab[k], alab[a], _values(g.clean(k), metrics), _values(ob, metrics), _values(ad, metrics),
+                                   round(gap, 6) if gap is not None else None]  # fmt: skip
+                if random_any:
+                    worst = ad if ad is not None and ad.draws > 1 else None
+                    row.append((worst.mAP_worst, float(worst.draws)) if worst is not None else None)
+                body.append(tuple(row))
+        how = []
+        for dname in sorted({k.defense for k, _ in groups}):
+            for part in dname.split("+"):
+                info = defs.get(part) if isinstance(defs, dict) else None
+                if isinstance(info, dict):
+                    tricks = (["EOT over its random draws"] if info.get("random") else []) + (
+                        [] if info.get("differentiable", True) else ["BPDA (identity backward)"])
+                    how.append(f"{part}: adaptive attack uses {' and '.join(tricks) or 'plain gradients through it'}")
+        notes = [*_scope_notes(g)]
+        if how:
+            notes.append("; ".join(how) + ".")
+        if random_any:
+            notes.append("Randomised defenses: cells are the mean over the draws; the last column is the worst draw's mAP (of n draws).")
+        out.append(Table("defense" + _key_suffix(g, len(gs)), "Defenses: oblivious vs adaptive attacker" + _suffix(g, len(gs) > 1),
+                         tuple(cols), tuple(body),
+                         caption="Oblivious: the attack is made on the bare model and the defense applied afterwards (what "
+                         "the JAD paper reports). Adaptive: the attack goes through the defense. A large positive gap means "
+                         "the defense mostly hides the gradient rather than removing the attack.",
+                         notes=tuple(notes), span="/".join(METRIC_LONG[m] for m in metrics) + " (%)", scope=g.scope))  # fmt: skip
+    return out
+
+
+def sweep_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None, *, param: str = "eps",
+                 metrics: Sequence[str] = ("rank1", "mAP")) -> list[Table]:  # fmt: skip
+    """Every point of the ``eps`` (or ``area``) sweeps; the clean cell is the 0 column."""
+    out = []
+    gs = C.grids(records, manifest)
+    for g in gs:
+        attacks = g.sweeps(param)
+        if not attacks:
+            continue
+        values = sorted({v for a in attacks for v in g.sweep_values(a, param)})
+        alab = C.attack_labels(g.attacks)
+        rows = [k for k in g.attack_rows if any(len(g.sweep(k, a, param)) >= 2 for a in attacks)]
+        rlab = C.row_labels(rows)
+        parts = tuple(METRIC_NAMES[m] for m in metrics)
+        unit = "/255" if param == "eps" else ""
+        cols = (Column("Model", label=True), Column("Attack", label=True), Column("0 (clean)", parts),
+                *(Column(f"{v:g}{unit}", parts) for v in values))  # fmt: skip
+        body = []
+        for k in rows:
+            for a in attacks:
+                pts = dict(g.sweep(k, a, param))
+                if len(pts) < 2:
+                    continue
+                body.append((rlab[k], alab[a], _values(g.clean(k), metrics), *(_values(pts.get(v), metrics) for v in values)))
+        what = "L-inf budget eps (/255)" if param == "eps" else "occluded area"
+        notes = list(_scope_notes(g))
+        held = [f"{alab[a]} at area={g.headline_area[a]:g}" for a in attacks if param == "eps" and g.headline_area.get(a) is not None]
+        held += [f"{alab[a]} at eps={g.headline_eps[a]:g}" for a in attacks if param == "area" and g.headline_eps.get(a) is not None]
+        if held:
+            notes.append("Held fixed: " + "; ".join(held) + ".")
+        out.append(Table(f"sweep-{param}" + _key_suffix(g, len(gs)), f"Sweep over the {what}" + _suffix(g, len(gs) > 1),
+                         cols, tuple(body),
+                         caption=f"Each column is one value of the {what}; '0 (clean)' is the row's clean cell. "
+                         "Robust accuracy should not rise with a larger budget.",
+                         notes=tuple(notes), span="/".join(METRIC_LONG[m] for m in metrics) + " (%)", scope=g.scope))  # fmt: skip
+    return out
+
+
+# -- the papers' numbers ------------------------------------------------------------------------------
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", s.lower())
+
+
+_CLEAN_NAMES = {"", "none", "noattack", "clean", "noattacks"}
+
+
+def _mentions_rerank(text: str) -> bool | None:
+    """True for "+RK"/"with re-ranking", False for "no/without re-ranking", None when silent."""
+    if re.search(r"\b(no|without|w/o)\s+(re-?rank|rk\b)", text, flags=re.I):
+        return False
+    if re.search(r"\+\s*rk\b|re-?rank", text, flags=re.I):
+        return True
+    return None
+
+
+def _paper_model(model_field: str, card_model: str, method: str, models: Sequence[str], *context: str) -> tuple[str | None, bool]:
+    """Which of our models a paper row corresponds to, and whether the row is with re-ranking
+    (from the row's name, else from its note or source)."""
+    raw = model_field or ""
+    said = [_mentions_rerank(t) for t in (raw, *context)]
+    rerank = next((x for x in said if x is not None), False)
+    base = _norm(re.sub(r"\+\s*rk\b|\(ours\)|\(with rk\)|re-?rank(ing)?", "", raw, flags=re.I))
+    if not base or base in (_norm(card_model), _norm(method)) or base == "ours":
+        return card_model, rerank
+    for m in models:
+        if _norm(m) == base:
+            return m, rerank
+    return None, rerank
+
+
+def _match_ours(g: C.Grid, model: str, attack: str, rerank: bool, defense: str | None) -> CellResult | None:
+    want = _norm(attack)
+    clean = want in _CLEAN_NAMES
+    best: tuple[int, CellResult] | None = None
+    for (k, a, eps, area), r in g.cells.items():
+        if k.model != model or a.target not in ("query", "none") or a.surrogate:
+            continue
+        if clean != a.is_clean or (not clean and _norm(a.attack) != want):
+            continue
+        if not clean and (eps != g.headline_eps.get(a) or area != g.headline_area.get(a)):
+            continue
+        score = 0
+        score += 4 if k.rerank == rerank else 0
+        if defense:
+            score += 2 if k.defense == defense else 0
+            score += 1 if k.mode in ("oblivious", "none") else 0
+        else:
+            score += 3 if k.defense == "none" else 0
+        if (k.defense == "none" or (defense and k.defense == defense)) and (best is None or score > best[0]):
+            best = (score, r)
+    return best[1] if best is not None else None
+
+
+def paper_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None) -> list[Table]:
+    """The numbers each model card quotes from its paper, labelled as the paper's, beside our cell."""
+    models = (manifest or {}).get("models")
+    if not isinstance(models, dict):
+        return []
+    out = []
+    gs = C.grids(records, manifest)
+    for g in gs:
+        present = [m for m in C.model_order(g.records, manifest)]
+        body = []
+        for name in C.model_order(g.records, manifest) + [m for m in models if m not in present]:
+            entry = models.get(name)
+            card = entry.get("card") if isinstance(entry, dict) else None
+            if not isinstance(card, dict):
+                continue
+            for pr in card.get("paper_results") or ():
+                if not isinstance(pr, dict):
+                    continue
+                ours_model, rk = _paper_model(str(pr.get("model") or ""), name, str(card.get("method") or ""), present,
+                                              str(pr.get("note") or ""), str(pr.get("source") or ""))  # fmt: skip
+                ours = _match_ours(g, ours_model, str(pr.get("attack") or ""), rk, card.get("inference_defense")) if ours_model else None
+                src = ", ".join(x for x in (_short_paper(str(card.get("paper") or "")), str(pr.get("source") or "")) if x) or "–"
+                note = str(pr.get("note") or "")
+                prow = str(pr.get("model") or name) + (f" ({note})" if note else "")
+                ours_label = _cell_text(ours) if ours is not None else "not run"
+                body.append((name, prow, str(pr.get("dataset") or "?"), str(pr.get("attack") or "none"),
+                             (_num(pr.get("rank1")), _num(pr.get("mAP"))), src,
+                             (ours.rank1, ours.mAP) if ours is not None else None, ours_label))  # fmt: skip
+        if not body:
+            continue
+        parts = ("R1", "mAP")
+        cols = (Column("Card", label=True), Column("Paper's row", label=True), Column("Paper's dataset", label=True),
+                Column("Attack", label=True), Column("paper R1/mAP", parts), Column("Reported in", label=True),
+                Column(f"ours R1/mAP ({g.scope.dataset})", parts), Column("Our cell", label=True))  # fmt: skip
+        synthetic = "synthetic" in g.scope.dataset.lower()
+        caption = ("'paper' columns are copied from the model cards: the numbers the method's paper reports, on the paper's "
+                   f"dataset. 'ours' are measured in this run on {g.scope.dataset}"
+                   + (", a synthetic dataset: compare the direction and size of the effects, not the values." if synthetic
+                      else "; differences in data, training and protocol remain."))  # fmt: skip
+        out.append(Table("paper" + _key_suffix(g, len(gs)), "The papers' numbers beside ours" + _suffix(g, len(gs) > 1),
+                         cols, tuple(body), caption=caption, notes=_scope_notes(g), scope=g.scope))  # fmt: skip
+    return out
+
+
+def _short_paper(paper: str) -> str:
+    """``Luo et al., Bag of Tricks ..., CVPR-W 2019`` -> ``Luo et al.``; the full citation is on the title page."""
+    head = paper.split(",")[0].strip()
+    return head if len(head) <= 48 else head[:46].rstrip() + "…"
+
+
+def _cell_text(r: CellResult) -> str:
+    """``jad + cs (oblivious): mifgsm eps=5``: the row and the column of a cell."""
+    a = r.config
+    att = "clean" if a.attack == "none" else a.attack + (f" eps={a.eps:g}" if a.eps is not None else "") + (f" area={a.area:g}" if a.area is not None else "")
+    return f"{C.row_of(r).label()}: {att}"
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def all_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None, *,
+               metrics: Sequence[str] = ("rank1", "mAP")) -> list[Table]:  # fmt: skip
+    """Every table of the report, in report order; tables without data are left out."""
+    return [*pivot_tables(records, manifest, metrics=metrics), *drop_tables(records, manifest),
+            *defense_tables(records, manifest, metrics=metrics), *sweep_tables(records, manifest, param="eps", metrics=metrics),
+            *sweep_tables(records, manifest, param="area", metrics=metrics), *paper_tables(records, manifest)]  # fmt: skip
