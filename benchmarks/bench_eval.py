@@ -1,0 +1,352 @@
+"""Time reidbench's evaluation against plain references, side by side in one run.
+
+1. ``evaluate_rank`` on a Market-1501-sized problem (3,368 queries x 15,913 gallery images,
+   750 identities, 6 cameras, 512-d features with identity and camera structure) against a
+   per-query numpy loop as torchreid's Python path does it (argsort the row, drop same-pid
+   same-camera items, cumsum). The loop runs twice: with ``kind="stable"``, which is the protocol
+   exactly (ties by gallery index), and with numpy's default sort, which is what torchreid calls
+   (equal to the stable one up to the order of exactly tied distances). Results must agree.
+2. ``re_ranking`` against a naive numpy implementation of Zhong et al. (CVPR 2017) written here
+   from the paper, on a subset (``--rerank-size``) because the reference is slow and dense;
+   with ``--original-rerank PATH`` also against the authors' Python code
+   (``python-version/re_ranking_ranklist.py`` of zhunzhong07/person-re-ranking, or torchreid's
+   ``torchreid/utils/rerank.py``), imported from a checkout you provide. The original squares
+   its inputs, so it is given ``sqrt`` of our squared distances. Then ours alone on the full size.
+
+Run: ``.venv/bin/python benchmarks/bench_eval.py [--original-rerank ~/src/person-re-ranking]``.
+Timings are the best of ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from reidbench.eval.distance import compute_distance
+from reidbench.eval.metrics import evaluate_rank
+from reidbench.eval.rerank import re_ranking
+
+SortKind = Literal["stable", "quicksort"]
+
+
+def make_problem(args: argparse.Namespace) -> dict[str, Any]:
+    """Features with identity and camera structure; gallery distractors are pid 0."""
+    rng = np.random.default_rng(args.seed)
+    dim = args.dim
+    centers = rng.standard_normal((args.num_ids + 1, dim)) / np.sqrt(dim)
+    cam_shift = 0.7 * rng.standard_normal((args.num_cams, dim)) / np.sqrt(dim)
+    num_real = args.num_gallery - args.num_distractors
+    q_pids = rng.integers(1, args.num_ids + 1, args.num_query)
+    g_pids = np.concatenate(
+        [rng.integers(1, args.num_ids + 1, num_real), np.zeros(args.num_distractors, int)]
+    )
+    q_cams = rng.integers(0, args.num_cams, args.num_query)
+    g_cams = rng.integers(0, args.num_cams, args.num_gallery)
+
+    def features(pids: np.ndarray, cams: np.ndarray) -> torch.Tensor:
+        # Per-image noise level varies, so some images are much harder than others.
+        scale = 1.4 * rng.lognormal(0.0, 0.1, (len(pids), 1))
+        f = (
+            centers[pids]
+            + cam_shift[cams]
+            + scale * rng.standard_normal((len(pids), dim)) / np.sqrt(dim)
+        )
+        f[pids == 0] = rng.standard_normal(((pids == 0).sum(), dim)) / np.sqrt(dim)
+        return torch.nn.functional.normalize(torch.from_numpy(f.astype(np.float32)), dim=1)
+
+    return {
+        "qf": features(q_pids, q_cams),
+        "gf": features(g_pids, g_cams),
+        "q_pids": q_pids,
+        "g_pids": g_pids,
+        "q_cams": q_cams,
+        "g_cams": g_cams,
+    }
+
+
+def reference_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank: int, kind: SortKind):
+    """torchreid's per-query loop (Market-1501 protocol), returning (cmc, mAP, mINP)."""
+    cmcs, aps, inps = [], [], []
+    for i in range(dist.shape[0]):
+        order = np.argsort(dist[i], kind=kind)
+        keep = ~((g_pids[order] == q_pids[i]) & (g_cams[order] == q_cams[i]))
+        hits = g_pids[order][keep] == q_pids[i]
+        if not hits.any():
+            continue
+        found = hits.cumsum()
+        cmc = np.minimum(found, 1)[:max_rank]
+        cmcs.append(np.concatenate([cmc, np.full(max_rank - cmc.size, cmc[-1])]))
+        at = np.flatnonzero(hits)
+        aps.append(np.mean(found[at] / (at + 1.0)))
+        inps.append(found[-1] / (at[-1] + 1.0))
+    return np.mean(cmcs, axis=0), float(np.mean(aps)), float(np.mean(inps))
+
+
+def naive_re_ranking(qg, qq, gg, k1: int, k2: int, lam: float) -> np.ndarray:
+    """Zhong et al. 2017, one image at a time over dense numpy arrays (inputs squared already).
+
+    Written from the paper with the authors' conventions (see reidbench.eval.rerank): k + 1
+    nearest including self, row-normalised float32 distances, round-half-even k1 / 2, strict 2/3.
+    """
+    num_q, num_g = qg.shape
+    n = num_q + num_g
+    full = np.block([[qq, qg], [qg.T, gg]]).astype(np.float32)
+    dist = (full / full.max(axis=0)).T
+    del full
+    ranking = np.argsort(dist, axis=1, kind="stable")[:, : max(k1 + 1, k2)]
+    half = round(k1 / 2)
+
+    def reciprocal(p: int, k: int) -> set[int]:
+        return {int(g) for g in ranking[p, : k + 1] if p in ranking[g, : k + 1]}
+
+    v = np.zeros((n, n), dtype=np.float32)
+    for p in range(n):
+        r_p = reciprocal(p, k1)
+        expanded = set(r_p)
+        for q in r_p:
+            r_q = reciprocal(q, half)
+            if len(r_q & r_p) > 2 / 3 * len(r_q):
+                expanded |= r_q
+        cols = np.array(sorted(expanded))
+        weight = np.exp(-dist[p, cols])
+        v[p, cols] = weight / weight.sum()
+    if k2 != 1:
+        v = np.stack([v[ranking[p, :k2]].mean(axis=0) for p in range(n)])
+    out = np.empty((num_q, num_g), dtype=np.float32)
+    for i in range(num_q):
+        cols = np.flatnonzero(v[i])
+        shared = np.minimum(v[i, cols], v[num_q:, cols]).sum(axis=1)
+        out[i] = (1 - lam) * (1 - shared / (2 - shared)) + lam * dist[i, num_q:]
+    return out
+
+
+def load_original(path: Path) -> Callable[..., np.ndarray]:
+    """``re_ranking`` from a file, or from a checkout of person-re-ranking or torchreid."""
+    if path.is_dir():
+        candidates = [
+            path / "python-version" / "re_ranking_ranklist.py",
+            path / "re_ranking_ranklist.py",
+            path / "torchreid" / "utils" / "rerank.py",
+        ]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            raise SystemExit(f"--original-rerank: none of {', '.join(map(str, candidates))} exists")
+        path = found[0]
+    if not path.is_file():
+        raise SystemExit(f"--original-rerank: {path} is not a file or a checkout")
+    spec = importlib.util.spec_from_file_location("original_re_ranking", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    print(f"original re-ranking: {path}")
+    return module.re_ranking
+
+
+def with_stable_argsort(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """``fn`` with the ``np`` of its module swapped for numpy whose argsort is stable."""
+
+    class StableArgsortNumpy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(np, name)
+
+        @staticmethod
+        def argsort(a: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+            return np.argsort(a, *args, **{**kwargs, "kind": "stable"})
+
+    def call(*args: Any) -> np.ndarray:
+        module_globals = fn.__globals__
+        saved = module_globals["np"]
+        module_globals["np"] = StableArgsortNumpy()
+        try:
+            return fn(*args)
+        finally:
+            module_globals["np"] = saved
+
+    return call
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def bench_metrics(p: dict[str, Any], args: argparse.Namespace) -> None:
+    dist = compute_distance(p["qf"], p["gf"])
+    labels = (p["q_pids"], p["g_pids"], p["q_cams"], p["g_cams"])
+    ours_s, ours = best_of(lambda: evaluate_rank(dist, *labels, args.max_rank), args.repeats)
+    official = evaluate_rank(dist, *labels, args.max_rank, ap="official")
+    print(
+        f"problem: mAP {ours.mAP:.4f}  rank-1 {ours.rank(1):.4f}  mINP {ours.mINP:.4f}  "
+        f"valid queries {ours.num_valid}/{dist.shape[0]}  (official AP: mAP {official.mAP:.4f})"
+    )
+    d = dist.numpy()
+    print(f"evaluate_rank (ours, best of {args.repeats}):            {ours_s * 1e3:9.1f} ms")
+    # The stable loop is the protocol itself and must agree exactly. numpy's default sort may
+    # order exactly tied float32 distances differently (among 53M distances some do tie), which
+    # moves the numbers far below 1e-6; a real disagreement would be far larger.
+    references: list[tuple[SortKind, str, float]] = [
+        ("stable", "exact protocol", 1e-12),
+        ("quicksort", "numpy default, as torchreid", 1e-6),
+    ]
+    for kind, note, tolerance in references:
+
+        def reference(kind: SortKind = kind) -> tuple[np.ndarray, float, float]:
+            return reference_rank(d, *labels, args.max_rank, kind)
+
+        ref_s, (cmc, m_ap, m_inp) = best_of(reference, args.ref_repeats)
+        diff = max(
+            abs(ours.mAP - m_ap), abs(ours.mINP - m_inp), float(np.abs(ours.cmc - cmc).max())
+        )
+        if diff > tolerance:
+            raise SystemExit(f"evaluate_rank disagrees with the {kind} reference by {diff:.3g}")
+        print(
+            f"per-query numpy loop, argsort {kind:9s} ({note}): {ref_s * 1e3:9.1f} ms   "
+            f"ratio {ref_s / ours_s:5.1f}x   max |diff| {diff:.1e}"
+        )
+
+
+def subset(p: dict[str, Any], size: int, seed: int) -> dict[str, Any]:
+    """About ``size`` gallery images: all images of a random share of the identities, plus the
+    same share of the distractors, so each identity keeps its images (a random sample of images
+    would leave about one per identity and no neighbourhoods for re-ranking to find)."""
+    rng = np.random.default_rng(seed + 1)
+    share = min(1.0, size / len(p["g_pids"]))
+    ids = np.unique(p["g_pids"][p["g_pids"] > 0])
+    keep_ids = rng.choice(ids, max(1, round(share * len(ids))), replace=False)
+    distractors = np.flatnonzero(p["g_pids"] == 0)
+    gi = np.sort(
+        np.concatenate(
+            [
+                np.flatnonzero(np.isin(p["g_pids"], keep_ids)),
+                distractors[: round(share * len(distractors))],
+            ]
+        )
+    )
+    qi = np.flatnonzero(np.isin(p["q_pids"], keep_ids))
+    return {
+        "qf": p["qf"][qi],
+        "gf": p["gf"][gi],
+        **{k: p[k][qi] for k in ("q_pids", "q_cams")},
+        **{k: p[k][gi] for k in ("g_pids", "g_cams")},
+    }
+
+
+def bench_rerank(p: dict[str, Any], args: argparse.Namespace) -> None:
+    s = subset(p, args.rerank_size, args.seed)
+    qf, gf = s["qf"], s["gf"]
+    labels = (s["q_pids"], s["g_pids"], s["q_cams"], s["g_cams"])
+    qg, qq, gg = compute_distance(qf, gf), compute_distance(qf, qf), compute_distance(gf, gf)
+    k = {"k1": args.k1, "k2": args.k2, "lambda_value": args.lambda_value}
+    print(
+        f"\nre-ranking on a subset of the identities: {qg.shape[0]} queries x {qg.shape[1]} gallery "
+        f"(--rerank-size {args.rerank_size}; k1={args.k1} k2={args.k2} lambda={args.lambda_value})"
+    )
+    ours_s, ours = best_of(lambda: re_ranking(qg, qq, gg, **k), args.rerank_repeats)
+    ours = ours.numpy()
+    before = evaluate_rank(qg, *labels).mAP
+    after = evaluate_rank(ours, *labels).mAP
+    print(
+        f"re_ranking (ours, best of {args.rerank_repeats}):          {ours_s:8.2f} s   mAP {before:.4f} -> {after:.4f}"
+    )
+    nq, nqq, ngg = (x.numpy() for x in (qg, qq, gg))
+    ref_s, ref = best_of(
+        lambda: naive_re_ranking(nq, nqq, ngg, args.k1, args.k2, args.lambda_value), 1
+    )
+    print(
+        f"naive numpy reference (from the paper):  {ref_s:8.2f} s   ratio {ref_s / ours_s:5.1f}x   "
+        f"max |diff| {np.abs(ours - ref).max():.1e}"
+    )
+    if args.original_rerank is not None:
+        original = load_original(args.original_rerank)
+        # The original squares its inputs; ours takes squared distances: give it their roots.
+        roots = [np.sqrt(x.astype(np.float64)) for x in (nq, nqq, ngg)]
+        orig_s, orig = best_of(lambda: original(*roots, args.k1, args.k2, args.lambda_value), 1)
+        print(
+            f"original re_ranking (zhunzhong07/Luo Hao): {orig_s:8.2f} s   ratio {orig_s / ours_s:5.1f}x   "
+            f"max |diff| {np.abs(ours - orig).max():.1e}   mAP {evaluate_rank(orig, *labels).mAP:.4f}"
+        )
+        # The original ranks with numpy's default (unstable) argsort, ours breaks ties by index.
+        stable = with_stable_argsort(original)(*roots, args.k1, args.k2, args.lambda_value)
+        print(
+            f"  the same with a stable argsort in place of its np.argsort:          "
+            f"max |diff| {np.abs(ours - stable).max():.1e}   "
+            f"(query rows that differ from the unmodified original: "
+            f"{int((np.abs(stable - orig).max(axis=1) > 1e-5).sum())})"
+        )
+    if args.skip_full_rerank:
+        return
+    qf, gf = p["qf"], p["gf"]
+    full_labels = (p["q_pids"], p["g_pids"], p["q_cams"], p["g_cams"])
+    qg = compute_distance(qf, gf)
+    qq, gg = compute_distance(qf, qf), compute_distance(gf, gf)
+    full_s, full = best_of(lambda: re_ranking(qg, qq, gg, **k), 1)
+    print(
+        f"re_ranking (ours) on the full {qg.shape[0]} x {qg.shape[1]}:  {full_s:8.2f} s   "
+        f"mAP {evaluate_rank(qg, *full_labels).mAP:.4f} -> {evaluate_rank(full, *full_labels).mAP:.4f}"
+        "   (no reference at this size: it needs dense N x N matrices)"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-query", type=int, default=3368)
+    parser.add_argument("--num-gallery", type=int, default=15913)
+    parser.add_argument("--num-distractors", type=int, default=2793, help="gallery images of pid 0")
+    parser.add_argument("--num-ids", type=int, default=750)
+    parser.add_argument("--num-cams", type=int, default=6)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--max-rank", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="runs of evaluate_rank; the best counts"
+    )
+    parser.add_argument("--ref-repeats", type=int, default=2, help="runs of each numpy loop")
+    parser.add_argument(
+        "--rerank-size", type=int, default=6000, help="gallery images in the re-ranking subset"
+    )
+    parser.add_argument("--rerank-repeats", type=int, default=2)
+    parser.add_argument("--k1", type=int, default=20)
+    parser.add_argument("--k2", type=int, default=6)
+    parser.add_argument("--lambda-value", type=float, default=0.3)
+    parser.add_argument(
+        "--original-rerank",
+        type=Path,
+        default=None,
+        help="re_ranking_ranklist.py, or a checkout of zhunzhong07/person-re-ranking or torchreid",
+    )
+    parser.add_argument("--skip-rerank", action="store_true")
+    parser.add_argument(
+        "--skip-full-rerank", action="store_true", help="skip ours on the full size"
+    )
+    args = parser.parse_args(argv)
+
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), numpy {np.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f} (timings on a busy machine are noisy)"
+    )
+    print(
+        f"synthetic Market-1501-sized problem: {args.num_query} queries x {args.num_gallery} gallery "
+        f"({args.num_distractors} distractors), {args.num_ids} ids, {args.num_cams} cameras, dim {args.dim}"
+    )
+    problem = make_problem(args)
+    bench_metrics(problem, args)
+    if not args.skip_rerank:
+        bench_rerank(problem, args)
+
+
+if __name__ == "__main__":
+    main()

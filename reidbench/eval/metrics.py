@@ -1,0 +1,458 @@
+"""Ranking metrics for re-ID retrieval: CMC, mAP and mINP, exact and vectorised.
+
+Protocol (Market-1501, single query), as in torchreid's ``eval_market1501``:
+
+* For each query, gallery items with the same pid **and** the same camid are removed ("junk").
+  The remaining gallery items are ranked by ascending distance; ties are broken by gallery index,
+  so the ranking is that of a stable argsort of the query's row.
+* True matches are the remaining items with the query's pid (so: same pid, other camera).
+  A query with no true match is *invalid*.
+* AP = mean over the true matches of the precision at each one:
+  ``AP = (1/m) sum_k k / r_k`` for the k-th match at rank ``r_k`` (1-based, among kept items).
+* INP = ``m / r_m``: the number of true matches over the rank of the last one (Ye et al., "Deep
+  Learning for Person Re-identification: A Survey and Outlook", TPAMI 2021).
+* ``cmc[k]`` = fraction of queries whose first true match is within the top ``k + 1``.
+
+Pids are compared as given: distractors (pid 0) are ordinary non-matching gallery items, and junk
+boxes (pid -1) are expected to have been dropped when the layout was read (the official MATLAB
+code treats gallery pid -1 as junk; here a -1 is just another pid).
+
+Two AP variants, chosen with ``ap=``:
+
+``"market"`` (default; torchreid, fast-reid, the AGW code)
+    AP as above. Invalid queries are left out of every average (``num_valid`` is the denominator),
+    their per-query ``ap``/``inp`` are NaN. If no query is valid, ``ParameterError``.
+
+``"official"`` (the Market-1501 release, ``evaluation/utils/compute_AP.m`` and ``evaluation.m``)
+    ``compute_AP.m`` walks the ranked list, skips junk, and for every kept position ``j``
+    (1-based) accumulates the trapezoid ``ap += (recall - old_recall) * (old_precision +
+    precision) / 2`` with ``precision = hits / j``, ``recall = hits / ngood`` and
+    ``old_precision`` starting at ``1.0``. Only positions with a hit change recall, so per query
+    ``AP = (1/m) sum_k ( p_{k-1} + k / r_k ) / 2`` where ``p_{k-1} = (k - 1) / (r_k - 1)`` is the
+    precision one kept position before the k-th hit, and ``1`` when ``r_k = 1``.
+    ``evaluation.m`` then sets ``ap(isnan(ap)) = 0`` (a query without a good image gets 0/0) and
+    divides the summed AP and CMC by the number of *all* queries. So, compared with ``"market"``:
+    (1) trapezoidal AP instead of the mean of precisions; since ``p_{k-1} <= k / r_k`` it is
+    never larger, and the two agree only when the matches fill the top ``m`` ranks (a single
+    match at rank 2 gives 0.5 against 0.25); (2) invalid queries count as
+    AP 0 and as a miss at every CMC rank, and stay in the denominator. The ranking, the junk rule
+    and the CMC numerator are the same.
+    mINP is not part of the official code; under this variant INP keeps its definition and, like
+    AP, an invalid query counts as INP 0 in an average over all queries.
+
+Implementation: AP, INP and CMC only need the ranks of the true matches among the kept gallery
+items, and only items no farther than a query's farthest true match can precede one. For a chunk
+of queries, one scan of the distance rows (``d <= farthest match``) collects those candidates;
+one sort puts them in (query, distance, gallery index) order, and a match's rank is its position
+among its query's candidates less the junk before it. The cost is one pass over the Q x G matrix
+plus a sort of the candidates: about 1% of them for a well-trained model on Market-1501, all of
+them for a useless one. No Q x G sort or index matrix is built; memory is bounded by
+``chunk_size`` rows of a bool mask plus ``_CANDIDATE_BUDGET`` candidates at a time.
+
+On CPU the kernel runs in numpy on zero-copy views (torch's CPU kernels for these ragged integer
+operations are several times slower); elsewhere it runs in torch on the distances' device. Both
+produce the same ranks, exactly, and the tests run both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from reidbench.errors import ParameterError
+
+__all__ = ["AP_VARIANTS", "RankResult", "evaluate_rank"]
+
+AP_VARIANTS = ("market", "official")
+
+# Rows of the distance matrix scanned at once: a bool mask per element (plus a float copy for
+# half or integer inputs), so ~256 MB covers all 3,368 x 15,913 of Market-1501 in one chunk.
+_DENSE_BUDGET_BYTES = 256 << 20
+_DENSE_BYTES_PER_ELEMENT = 5
+# Candidates ranked at once, at up to ~100 bytes each (~100 MB); smaller arrays also avoid
+# fresh page faults. A well-trained model on Market-1501 has ~0.5M candidates in all, a useless
+# one tens of millions. Peak extra memory at Market-1501 scale stays well under 1 GB.
+_CANDIDATE_BUDGET = 1_000_000
+# Run the kernel in numpy for CPU inputs; tests turn it off to check the torch kernel on CPU.
+_NUMPY_ON_CPU = True
+
+
+@dataclass(frozen=True, eq=False)
+class RankResult:
+    """The outcome of :func:`evaluate_rank`. Fractions are in [0, 1]; arrays are read-only.
+
+    Attributes:
+        cmc: ``max_rank`` values; ``cmc[k]`` is the fraction of queries matched within the top
+            ``k + 1``.
+        mAP: mean average precision.
+        mINP: mean inverse negative penalty.
+        ap: per-query AP; NaN for a query left out of the averages (``"market"``), 0 for a query
+            without a true match under ``"official"``.
+        inp: per-query INP, likewise.
+        valid: whether each query has at least one true match in the gallery.
+        num_valid: number of valid queries.
+        ap_variant: ``"market"`` or ``"official"`` (see the module docstring).
+    """
+
+    cmc: np.ndarray
+    mAP: float
+    mINP: float
+    ap: np.ndarray
+    inp: np.ndarray
+    valid: np.ndarray
+    num_valid: int
+    ap_variant: str
+
+    def rank(self, k: int) -> float:
+        """Rank-k accuracy, ``cmc[k - 1]``."""
+        if (
+            isinstance(k, bool)
+            or not isinstance(k, int | np.integer)
+            or not 1 <= k <= len(self.cmc)
+        ):
+            raise ParameterError(f"rank: k must be an int in [1, {len(self.cmc)}], got {k!r}")
+        return float(self.cmc[k - 1])
+
+
+def _as_labels(x: object, name: str, n: int, expected: str) -> np.ndarray:
+    """Labels as a CPU int64 array: they are small, and the per-pid tables are built on CPU."""
+    try:
+        a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise ParameterError(f"evaluate_rank: {name} must be an integer array") from None
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ParameterError(
+            f"evaluate_rank: {name} has shape {tuple(a.shape)} but distmat needs one per {expected} ({n})"
+        )
+    if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
+        raise ParameterError(f"evaluate_rank: {name} must hold integers, got {a.dtype}")
+    return a.astype(np.int64, copy=False)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+def _auto_chunk(num_gallery: int) -> int:
+    return max(1, _DENSE_BUDGET_BYTES // (_DENSE_BYTES_PER_ELEMENT * max(num_gallery, 1)))
+
+
+def _index_bits(num_g: int) -> int:
+    return max(1, (num_g - 1).bit_length())
+
+
+def _candidate_groups(per_row: Sequence[int], row_cap: int) -> list[tuple[int, int]]:
+    """Split rows into runs of at most ``_CANDIDATE_BUDGET`` candidates and ``row_cap`` rows."""
+    groups, start, acc = [], 0, 0
+    for i, n in enumerate(per_row):
+        if i > start and (acc + n > _CANDIDATE_BUDGET or i - start >= row_cap):
+            groups.append((start, i))
+            start, acc = i, 0
+        acc += n
+    groups.append((start, len(per_row)))
+    return groups
+
+
+# The same kernel twice, numpy (CPU) and torch (any device). Given a chunk of distance rows and
+# each row's same-pid gallery items (``same_idx``, valid where ``same_ok``), it returns
+# (rows, ranks): the row and the 1-based rank among kept items of every true match, sorted by row
+# and then rank.
+#
+# Candidates are the items no farther than the row's farthest true match; nothing else can
+# precede a match. They are put in (row, distance, gallery index) order, the order of a stable
+# argsort per row. A match's rank is then its position within its row's candidates, less the junk
+# (same pid, same camera) before it, plus one. For float32, (row, distance, index) is packed into
+# one unique int64 key: the float's bits map to an order-preserving integer (adding 0.0 first
+# folds -0.0 into +0.0, which compare equal), and a match is found in the sorted keys with
+# searchsorted. float64 does not fit beside row and index, so it takes a stable lexicographic sort
+# by (row, distance) instead; stability supplies the index, as candidates arrive in index order.
+
+
+def _ranks_numpy(
+    d: np.ndarray,
+    q_cam: np.ndarray,
+    g_cam: np.ndarray,
+    same_idx: np.ndarray,
+    same_ok: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    c, num_g = d.shape
+    same_cam = g_cam[same_idx] == q_cam[:, None]
+    is_match = same_ok & ~same_cam
+    if not is_match.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    same_d = np.take_along_axis(d, same_idx, axis=1)
+    far = np.where(is_match, same_d, -np.inf).max(axis=1)
+    is_junk = same_ok & same_cam & (same_d <= far[:, None])
+    mask = d <= far[:, None]
+    gbits = _index_bits(num_g)
+    packed = d.dtype == np.float32 and gbits <= 30
+    row_cap = 1 << max(0, 31 - gbits) if packed else c
+    if np.count_nonzero(mask) <= _CANDIDATE_BUDGET and c <= row_cap:
+        groups, per_row = [(0, c)], None  # the common case: skip the per-row count
+    else:
+        per_row = np.count_nonzero(mask, axis=1)
+        groups = _candidate_groups(per_row.tolist(), row_cap)
+
+    def key_of(r: np.ndarray, v: np.ndarray, g: np.ndarray) -> np.ndarray:
+        bits = (v + np.float32(0.0)).view(np.int32).astype(np.int64)
+        key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)) + (1 << 31)
+        key <<= gbits
+        key |= g
+        key |= r << (32 + gbits)
+        return key
+
+    rows_out, ranks_out = [], []
+    for a, b in groups:
+        flat = np.flatnonzero(mask[a:b])
+        if per_row is None:
+            r = flat // num_g
+            counts = np.bincount(r, minlength=b - a)
+        else:
+            counts = per_row[a:b]
+            r = np.repeat(np.arange(b - a), counts)
+        g = flat - r * num_g
+        v = d[a:b].reshape(-1)[flat]
+        mr, ms = np.nonzero(is_match[a:b])
+        jr, js = np.nonzero(is_junk[a:b])
+        mg, jg = same_idx[a:b][mr, ms], same_idx[a:b][jr, js]
+        if packed:
+            key = key_of(r, v, g)
+            key.sort()
+            m_pos = np.searchsorted(key, key_of(mr, same_d[a:b][mr, ms], mg))
+            j_pos = np.searchsorted(key, key_of(jr, same_d[a:b][jr, js], jg))
+        else:
+            where = np.empty(flat.size, np.int64)
+            where[np.lexsort((v, r))] = np.arange(flat.size)
+            m_pos = where[np.searchsorted(flat, mr * num_g + mg)]
+            j_pos = where[np.searchsorted(flat, jr * num_g + jg)]
+        row_start = np.cumsum(counts) - counts
+        j_pos.sort()
+        junk_before = np.searchsorted(j_pos, m_pos) - np.searchsorted(j_pos, row_start[mr])
+        ranks = m_pos - row_start[mr] - junk_before + 1
+        order = np.argsort(m_pos)
+        rows_out.append(mr[order] + a)
+        ranks_out.append(ranks[order])
+    return np.concatenate(rows_out), np.concatenate(ranks_out)
+
+
+def _ranks_torch(
+    d: torch.Tensor,
+    q_cam: torch.Tensor,
+    g_cam: torch.Tensor,
+    same_idx: torch.Tensor,
+    same_ok: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    c, num_g = d.shape
+    device = d.device
+    same_cam = g_cam[same_idx] == q_cam.unsqueeze(1)
+    is_match = same_ok & ~same_cam
+    if not bool(is_match.any()):
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, empty
+    same_d = d.gather(1, same_idx)
+    far = torch.where(is_match, same_d, float("-inf")).amax(dim=1)
+    is_junk = same_ok & same_cam & (same_d <= far.unsqueeze(1))
+    mask = d <= far.unsqueeze(1)
+    per_row = mask.sum(dim=1)
+    gbits = _index_bits(num_g)
+    packed = d.dtype == torch.float32 and gbits <= 30
+    row_cap = 1 << max(0, 31 - gbits) if packed else c
+
+    def key_of(r: torch.Tensor, v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        bits = (v + 0.0).view(torch.int32).to(torch.int64)
+        key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)) + (1 << 31)
+        return (r << (32 + gbits)) | (key << gbits) | g
+
+    rows_out, ranks_out = [], []
+    for a, b in _candidate_groups(per_row.tolist(), row_cap):
+        counts = per_row[a:b]
+        flat = torch.nonzero(mask[a:b].reshape(-1)).squeeze(1)
+        r = torch.repeat_interleave(torch.arange(b - a, device=device), counts)
+        g = flat - r * num_g
+        v = d[a:b].reshape(-1)[flat]
+        mr, ms = torch.nonzero(is_match[a:b], as_tuple=True)
+        jr, js = torch.nonzero(is_junk[a:b], as_tuple=True)
+        mg, jg = same_idx[a:b][mr, ms], same_idx[a:b][jr, js]
+        if packed:
+            key = torch.sort(key_of(r, v, g)).values
+            m_pos = torch.searchsorted(key, key_of(mr, same_d[a:b][mr, ms], mg))
+            j_pos = torch.searchsorted(key, key_of(jr, same_d[a:b][jr, js], jg))
+        else:
+            order = torch.argsort(v, stable=True)
+            order = order[torch.argsort(r[order], stable=True)]
+            where = torch.empty_like(order)
+            where[order] = torch.arange(flat.numel(), device=device)
+            m_pos = where[torch.searchsorted(flat, mr * num_g + mg)]
+            j_pos = where[torch.searchsorted(flat, jr * num_g + jg)]
+        row_start = torch.cumsum(counts, 0) - counts
+        j_pos = torch.sort(j_pos).values
+        junk_before = torch.searchsorted(j_pos, m_pos) - torch.searchsorted(j_pos, row_start[mr])
+        ranks = m_pos - row_start[mr] - junk_before + 1
+        order = torch.argsort(m_pos)
+        rows_out.append(mr[order] + a)
+        ranks_out.append(ranks[order])
+    return torch.cat(rows_out), torch.cat(ranks_out)
+
+
+def _query_stats(
+    rows: np.ndarray, ranks: np.ndarray, num_rows: int, trapezoid: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-query (AP, INP, first-match rank): NaN, NaN, 0 for a query without a match.
+
+    ``rows`` is sorted and ``ranks`` ascends within each row.
+    """
+    m = np.bincount(rows, minlength=num_rows)
+    start = np.cumsum(m) - m
+    k = (np.arange(rows.size) - start[rows] + 1).astype(np.float64)
+    r = ranks.astype(np.float64)
+    prec = k / r
+    if trapezoid:
+        prev = np.where(r > 1, (k - 1) / np.maximum(r - 1, 1), 1.0)
+        prec = (prev + prec) / 2
+    has = m > 0
+    ap = np.full(num_rows, np.nan)
+    inp = np.full(num_rows, np.nan)
+    first = np.zeros(num_rows, np.int64)
+    ap[has] = np.bincount(rows, weights=prec, minlength=num_rows)[has] / m[has]
+    inp[has] = m[has] / r[start[has] + m[has] - 1]
+    first[has] = ranks[start[has]]
+    return ap, inp, first
+
+
+def evaluate_rank(
+    distmat: torch.Tensor | np.ndarray,
+    q_pids: torch.Tensor | np.ndarray,
+    g_pids: torch.Tensor | np.ndarray,
+    q_camids: torch.Tensor | np.ndarray,
+    g_camids: torch.Tensor | np.ndarray,
+    max_rank: int = 50,
+    *,
+    ap: Literal["market", "official"] = "market",
+    chunk_size: int | None = None,
+) -> RankResult:
+    """CMC, mAP and mINP of a query x gallery distance matrix (smaller = more similar).
+
+    Same argument order and meaning as torchreid's ``evaluate_rank``; the protocol and the two AP
+    variants are described in the module docstring.
+
+    Args:
+        distmat: (Q, G) distances, numpy or torch on any device; the work runs on its device.
+        q_pids, g_pids: identity labels, (Q,) and (G,), integers.
+        q_camids, g_camids: camera labels, (Q,) and (G,), integers.
+        max_rank: length of the returned CMC curve. It may exceed G: the curve then stays flat.
+        ap: ``"market"`` (mean of precisions, invalid queries left out) or ``"official"``
+            (Market-1501's trapezoidal AP, invalid queries count as 0).
+        chunk_size: query rows scanned at once. ``None`` picks it from G so the scan's mask
+            stays near 256 MB (all 3,368 queries of Market-1501 in one chunk). Measured peak
+            extra memory at Market-1501 scale: ~0.15 GB for float32 distances, even when every
+            gallery item is a candidate (random distances); half precision adds a float32 copy.
+
+    Returns:
+        A :class:`RankResult`.
+    """
+    if ap not in AP_VARIANTS:
+        raise ParameterError(
+            f"evaluate_rank: unknown ap {ap!r}; choose one of {', '.join(AP_VARIANTS)}"
+        )
+    if not _is_int(max_rank) or max_rank < 1:
+        raise ParameterError(f"evaluate_rank: max_rank must be a positive int, got {max_rank!r}")
+    if chunk_size is not None and (not _is_int(chunk_size) or chunk_size < 1):
+        raise ParameterError(
+            f"evaluate_rank: chunk_size must be a positive int or None, got {chunk_size!r}"
+        )
+    dist = distmat if isinstance(distmat, torch.Tensor) else torch.as_tensor(np.asarray(distmat))
+    if dist.dim() != 2:
+        raise ParameterError(
+            f"evaluate_rank: distmat must be 2-D (Q, G), got shape {tuple(dist.shape)}"
+        )
+    num_q, num_g = dist.shape
+    if num_q == 0 or num_g == 0:
+        raise ParameterError(f"evaluate_rank: distmat is empty ({num_q} x {num_g})")
+    device = dist.device
+    qp = _as_labels(q_pids, "q_pids", num_q, "query row")
+    gp = _as_labels(g_pids, "g_pids", num_g, "gallery column")
+    qc = _as_labels(q_camids, "q_camids", num_q, "query row")
+    gc = _as_labels(g_camids, "g_camids", num_g, "gallery column")
+    if dist.dtype in (torch.float32, torch.float64):
+        work_dtype = dist.dtype
+    elif dist.dtype in (torch.float16, torch.bfloat16):
+        work_dtype = torch.float32  # exact
+    else:
+        work_dtype = torch.float64
+    chunk = int(chunk_size) if chunk_size is not None else _auto_chunk(num_g)
+    use_numpy = _NUMPY_ON_CPU and device.type == "cpu"
+
+    # Each query's same-pid gallery items (matches and junk), from the gallery grouped by pid:
+    # same_idx[i, :count[i]], in gallery order.
+    g_by_pid = np.argsort(gp, kind="stable")
+    gp_sorted = gp[g_by_pid]
+    lo = np.searchsorted(gp_sorted, qp, side="left")
+    count = np.searchsorted(gp_sorted, qp, side="right") - lo
+    slot = np.arange(count.max())
+    same_ok = slot < count[:, None]
+    same_idx = g_by_pid[np.minimum(lo[:, None] + slot, num_g - 1)]
+    if not use_numpy:
+        qc_t, gc_t, idx_t, ok_t = (
+            torch.from_numpy(a).to(device) for a in (qc, gc, same_idx, same_ok)
+        )
+
+    with torch.no_grad():
+        rows_out, ranks_out = [], []
+        for start in range(0, num_q, chunk):
+            stop = min(start + chunk, num_q)
+            d = dist[start:stop].detach().to(work_dtype).contiguous()
+            # max propagates NaN and is the cheapest full pass there is.
+            if use_numpy:
+                dn = d.numpy()
+                if np.isnan(dn.max()):
+                    raise ParameterError("evaluate_rank: distmat contains NaN; check the features")
+                rows, ranks = _ranks_numpy(
+                    dn, qc[start:stop], gc, same_idx[start:stop], same_ok[start:stop]
+                )
+            else:
+                if bool(torch.isnan(d.max())):
+                    raise ParameterError("evaluate_rank: distmat contains NaN; check the features")
+                rows_t, ranks_t = _ranks_torch(
+                    d, qc_t[start:stop], gc_t, idx_t[start:stop], ok_t[start:stop]
+                )
+                rows, ranks = rows_t.cpu().numpy(), ranks_t.cpu().numpy()
+            del d
+            rows_out.append(rows + start)
+            ranks_out.append(ranks)
+    ap_q, inp_q, first = _query_stats(
+        np.concatenate(rows_out), np.concatenate(ranks_out), num_q, ap == "official"
+    )
+    valid = first > 0
+    num_valid = int(valid.sum())
+
+    if ap == "official":
+        ap_q = np.where(valid, ap_q, 0.0)
+        inp_q = np.where(valid, inp_q, 0.0)
+        denom = num_q
+    else:
+        if num_valid == 0:
+            raise ParameterError(
+                "evaluate_rank: no query has a true match in the gallery (same pid, other camera); "
+                "check the pids and camids"
+            )
+        denom = num_valid
+    hits = np.bincount(np.minimum(first[valid], max_rank + 1), minlength=max_rank + 2)
+    cmc = np.cumsum(hits[1 : max_rank + 1]) / denom
+    m_ap = float(np.nansum(ap_q) / denom)
+    m_inp = float(np.nansum(inp_q) / denom)
+    for arr in (cmc, ap_q, inp_q, valid):
+        arr.flags.writeable = False
+    return RankResult(
+        cmc=cmc,
+        mAP=m_ap,
+        mINP=m_inp,
+        ap=ap_q,
+        inp=inp_q,
+        valid=valid,
+        num_valid=num_valid,
+        ap_variant=ap,
+    )
