@@ -12,31 +12,43 @@ Three kinds of attack share one registry (``ATTACKS``):
 The harness hands an attack only what its threat model allows, through :class:`AttackContext`:
 the identities of the attacked images only to attacks with ``uses_labels = True``, the other
 set's features only to attacks that use guides, the gallery prototypes only to gallery-aware
-attacks. Everything an attacker is given is listed in its ``threat`` text, which goes into every
-result row.
+attacks, the occluder bank only to attacks that paste occluders. Everything an attacker is given
+is listed in its ``threat`` text, which goes into every result row.
+
+Every call takes ``index``, the global indices of the batch's images in the attacked set. All
+randomness (random starts, LGT rectangles, erasing positions, occluder pastes, feature-map
+regions) is drawn from one generator per image, seeded by ``(context.seed, attack name, index)``
+(:func:`image_generators`), so a result does not depend on the batch size or order: the GPU runs
+bigger batches than the CPU and gets the same perturbations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torchattacks
 from torch import nn
+from torch.nn import functional as F
+from torchattacks.attack import Attack as TorchAttack
 
 from reidbench.errors import ModelModeError, ParameterError
 from reidbench.registry import Registry
 
 
-@dataclass
+@dataclass(eq=False)
 class AttackContext:
-    """Side information for one attacked set, filled by the harness per the attack's needs.
+    """Side information for one attacked set, filled by the harness per the attack's flags.
 
-    ``guide_*``: clean embeddings, pids and camids of the *other* set (for query attacks: the
-    gallery; for gallery attacks: the queries). ``proto_*``: the mean clean gallery embedding of
-    each gallery identity. ``seed`` seeds all of the attack's randomness.
+    ``guide_*`` (``uses_guides``): clean embeddings, pids and camids of the *other* set (for query
+    attacks: the gallery; for gallery attacks: the queries). ``proto_*`` (``uses_prototypes``):
+    the mean clean gallery embedding of each gallery identity. ``camids`` (``uses_labels``): the
+    camera ids of the attacked set, by global index (only needed to drop same-camera guides).
+    ``occluder_bank`` (``uses_occluder_bank``): clean images (N, 3, H, W) in [0,1] from which NPO
+    cuts its occluders; the harness passes a seeded sample of the attacked set. ``seed`` seeds all
+    of the attack's randomness.
     """
 
     guide_feats: torch.Tensor | None = None
@@ -44,14 +56,23 @@ class AttackContext:
     guide_camids: torch.Tensor | None = None
     proto_feats: torch.Tensor | None = None
     proto_pids: torch.Tensor | None = None
+    camids: torch.Tensor | None = None
+    occluder_bank: torch.Tensor | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks shared by every kind of attack
+# ---------------------------------------------------------------------------------------------
 
 
 def check_images(x: torch.Tensor, who: str) -> None:
     """Inputs must be float images in [0,1]; torchattacks 3.5 no longer checks this itself."""
     if not torch.is_floating_point(x):
         raise ParameterError(f"{who}: images must be float tensors in [0,1], got {x.dtype}")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ParameterError(f"{who}: images must be shaped (B, 3, H, W), got {tuple(x.shape)}")
     if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
         raise ParameterError(
             f"{who}: images must lie in [0,1] (got min {float(x.min()):.3f}, max {float(x.max()):.3f}); "
@@ -74,13 +95,102 @@ def check_eps(eps: float, who: str) -> None:
         raise ParameterError(f"{who}: eps {eps * 255:.3g}/255 is out of range; use 0 <= eps <= 64 (in /255 units)")
 
 
-class InputAttack:
-    """An attack that maps images in [0,1] to images in [0,1].
+def check_range(who: str, name: str, value: Any, lo: float, hi: float, *, integer: bool = False,
+                scale: float = 1.0, unit: str = "") -> None:
+    """``lo <= value <= hi`` (and an int when ``integer``); the message shows ``value * scale``."""
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not lo <= value <= hi:
+        shown = _fmt(value * scale) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+        kind = "an integer" if integer else "a number"
+        raise ParameterError(
+            f"{who}: {name} {shown}{unit} is out of range; use {kind} with "
+            f"{_fmt(lo * scale)} <= {name} <= {_fmt(hi * scale)}{unit}"
+        )
 
-    Subclasses set the class attributes and implement ``perturb``. ``__call__`` refuses a model in
-    train mode and inputs outside [0,1], and puts nothing but the images (and, for label-using
-    attacks, their pids) in the attacker's hands.
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.4g}"
+
+
+def check_choice(who: str, name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ParameterError(f"{who}: {name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+
+
+def check_area(who: str, area: float | None, lo: float = 0.01, hi: float = 0.9) -> None:
+    """An occluded fraction of the image: ``None`` (the paper's random range) or a number in [lo, hi]."""
+    if area is not None:
+        check_range(who, "area", area, lo, hi)
+
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+def mean_colour(model: nn.Module | None, like: torch.Tensor) -> torch.Tensor:
+    """The model's normalisation mean as a (3,) colour: a region filled with it is zero after
+    normalisation (AOS's occlusion). ImageNet's mean for models that do not expose ``mean``."""
+    mean = getattr(model, "mean", None)
+    if isinstance(mean, torch.Tensor) and mean.numel() == 3:
+        return mean.detach().reshape(3).to(like.device, like.dtype)
+    return torch.tensor(_IMAGENET_MEAN, device=like.device, dtype=like.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeded randomness per image
+# ---------------------------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(z: int) -> int:
+    """SplitMix64's finaliser: a well-spread 64-bit hash of ``z``."""
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def image_seed(seed: int, stream: str, index: int) -> int:
+    """The seed of one image's generator: a hash of (run seed, attack name, image index)."""
+    h = _mix64(int(seed) & _MASK64)
+    h = _mix64(h ^ zlib.crc32(stream.encode()))
+    return _mix64(h ^ (int(index) & _MASK64)) >> 1  # torch seeds must fit in a signed int64
+
+
+def image_generators(seed: int, stream: str, index: torch.Tensor) -> list[torch.Generator]:
+    """One CPU generator per image. Draws are made on CPU and moved, so they match on every device."""
+    return [torch.Generator().manual_seed(image_seed(seed, stream, int(i))) for i in index.tolist()]
+
+
+def as_index(index: torch.Tensor | Sequence[int] | None, n: int, who: str) -> torch.Tensor:
+    """The batch's global indices as a CPU int64 tensor; ``None`` means ``0..n-1``.
+
+    The harness must pass the real indices: with ``None`` the draws depend on the batching.
     """
+    if index is None:
+        return torch.arange(n)
+    idx = torch.as_tensor(index).reshape(-1).to("cpu", torch.int64)
+    if idx.numel() != n:
+        raise ParameterError(f"{who}: index has {idx.numel()} entries for a batch of {n} images")
+    return idx
+
+
+class _ModeGuard:
+    """Puts every submodule back in the mode it had, whatever happens in between."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modes = [(m, m.training) for m in model.modules()]
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        for m, training in self.modes:
+            m.training = training
+
+
+class _Attack:
+    """What all three kinds share: the threat-model flags, the context and seeded generators."""
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
@@ -88,85 +198,290 @@ class InputAttack:
     uses_labels: ClassVar[bool] = False
     uses_guides: ClassVar[bool] = False
     uses_prototypes: ClassVar[bool] = False
+    uses_occluder_bank: ClassVar[bool] = False
     differentiable: ClassVar[bool] = False  # whether it needs gradients of the model
+    queries_model: ClassVar[bool] = False  # whether it uses the model's outputs (gradients or scores)
+    eps: float | None = None  # the L-inf budget in [0,1] units, for eps-bounded attacks
+
+    context: AttackContext
+
+    def set_context(self, context: AttackContext) -> None:
+        self.context = context
+        self._ctx_cache: dict[tuple[str, str, torch.dtype], torch.Tensor] = {}
+
+    def generators(self, index: torch.Tensor) -> list[torch.Generator]:
+        return image_generators(self.context.seed, self.name, index)
+
+    def context_tensor(self, key: str, like: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """``context.<key>`` on ``like``'s device (and dtype, for float tensors), cached per device.
+
+        Guide features are moved once per cell, not once per batch.
+        """
+        value = getattr(self.context, key)
+        if value is None:
+            raise ParameterError(
+                f"{self.name}: the harness did not provide context.{key}, which this attack needs "
+                f"(uses_guides={self.uses_guides}, uses_prototypes={self.uses_prototypes}, "
+                f"uses_occluder_bank={self.uses_occluder_bank})"
+            )
+        dtype = like.dtype if torch.is_floating_point(value) else value.dtype
+        cache = self.__dict__.setdefault("_ctx_cache", {})
+        k = (key, str(like.device), dtype)
+        if k not in cache:
+            t = value.to(like.device, dtype)
+            cache[k] = F.normalize(t, dim=1) if normalize else t
+        return cache[k]
+
+    def check_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        if labels is None:
+            raise ParameterError(f"{self.name}: this attack needs the pids of the attacked images (labels)")
+        labels = torch.as_tensor(labels).reshape(-1)
+        if labels.numel() != n:
+            raise ParameterError(f"{self.name}: {labels.numel()} labels for a batch of {n} images")
+        return labels
+
+
+class InputAttack(_Attack):
+    """An attack that maps images in [0,1] to images in [0,1], without gradients.
+
+    Subclasses set the class attributes and implement ``perturb(images, labels, index)``, drawing
+    every random number from ``self.generators(index)``. ``__call__`` refuses a model in train
+    mode and inputs outside [0,1], and puts nothing but the images (and, for label-using
+    attacks, their pids) in the attacker's hands.
+    """
 
     def __init__(self, model: nn.Module, **params: Any) -> None:
         self.model = model
         self.params = params
-        self.context = AttackContext()
+        self.set_context(AttackContext())
 
-    def set_context(self, context: AttackContext) -> None:
-        self.context = context
-
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 index: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         check_eval(self.model, self.name)
         check_images(images, self.name)
-        return self.perturb(images, labels if self.uses_labels else None)
+        idx = as_index(index, images.shape[0], self.name)
+        with _ModeGuard(self.model), torch.no_grad():
+            out = self.perturb(images, labels if self.uses_labels else None, idx)
+        return out.detach()
 
 
-class MetricAttack(torchattacks.Attack):
-    """Base of the metric attacks: a ``torchattacks.Attack`` with reidbench's checks.
+class GradStats:
+    """Gradient-masking telemetry, accumulated over every batch of a cell.
 
-    Subclasses implement ``forward(images, labels)``; they call :meth:`project` after every step
-    (L-inf ball around the clean images, then [0,1]). The model returns embeddings.
+    Per attack step: the fraction of exactly-zero gradient entries, the fraction of images whose
+    whole gradient is zero, and the mean |g|. A gradient that vanishes (a defense that masks
+    gradients, SMA without its random start) shows up here instead of as a "robust" model.
     """
 
-    name: ClassVar[str] = ""
+    def __init__(self) -> None:
+        self.zero: list[float] = []
+        self.zero_images: list[float] = []
+        self.abs_sum: list[float] = []
+        self.entries: list[int] = []
+        self.images: list[int] = []
+
+    def add(self, step: int, g: torch.Tensor) -> None:
+        while len(self.zero) <= step:
+            for acc in (self.zero, self.zero_images, self.abs_sum, self.entries, self.images):
+                acc.append(0)
+        flat = g.detach().reshape(g.shape[0], -1)
+        self.zero[step] += int((flat == 0).sum())
+        self.zero_images[step] += int((flat == 0).all(dim=1).sum())
+        self.abs_sum[step] += float(flat.abs().sum(dtype=torch.float64))
+        self.entries[step] += flat.numel()
+        self.images[step] += flat.shape[0]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: per-step lists, plus the overall zero fraction and the smallest mean |g|."""
+        zero = [z / max(n, 1) for z, n in zip(self.zero, self.entries, strict=True)]
+        zimg = [z / max(n, 1) for z, n in zip(self.zero_images, self.images, strict=True)]
+        mean_abs = [s / max(n, 1) for s, n in zip(self.abs_sum, self.entries, strict=True)]
+        total = sum(self.entries)
+        return {
+            "grad_steps": len(zero),
+            "grad_zero_frac": sum(self.zero) / total if total else None,
+            "grad_zero_image_frac": sum(self.zero_images) / sum(self.images) if total else None,
+            "grad_mean_abs_min": min(mean_abs) if mean_abs else None,
+            "grad_zero_frac_per_step": zero,
+            "grad_zero_image_frac_per_step": zimg,
+            "grad_mean_abs_per_step": mean_abs,
+        }
+
+
+class MetricAttack(_Attack, TorchAttack):
+    """Base of the gradient attacks: a ``torchattacks.Attack`` with reidbench's checks.
+
+    Subclasses implement ``forward(images, labels, index)``. Iterative ones call :meth:`iterate`
+    with a per-step loss on L2-normalised embeddings; every gradient goes through
+    :meth:`gradient`, which averages ``eot`` forward/backward passes (each a fresh draw of a
+    random defense inside ``self.model``) and records :class:`GradStats` in ``grad_stats``.
+    After every step the image is projected onto the L-inf ball around the clean image, then
+    clamped to [0,1] (:meth:`project`).
+    """
+
     family: ClassVar[str] = "metric"
-    threat: ClassVar[str] = ""
-    uses_labels: ClassVar[bool] = False
-    uses_guides: ClassVar[bool] = False
-    uses_prototypes: ClassVar[bool] = False
     differentiable: ClassVar[bool] = True
+    queries_model: ClassVar[bool] = True
 
-    def __init__(self, model: nn.Module, eps: float = 5 / 255, **params: Any) -> None:
-        super().__init__(type(self).__name__, model)
-        check_eps(eps, self.name)
+    def __init__(self, model: nn.Module, eps: float | None = 5 / 255, eot: int = 1, **params: Any) -> None:
+        TorchAttack.__init__(self, type(self).__name__, model)
+        if eps is not None:  # None: not an L-inf attack (CW)
+            check_eps(eps, self.name)
+        check_range(self.name, "eot", eot, 1, 1000, integer=True)
         self.eps = eps
-        self.params = {"eps": eps, **params}
-        self.context = AttackContext()
+        self.eot = eot
+        self.params = {"eps": eps, "eot": eot, **params}
+        self.set_context(AttackContext())
+        self.reset_grad_stats()
 
-    def set_context(self, context: AttackContext) -> None:
-        self.context = context
+    def __setattr__(self, name: str, value: Any) -> None:
+        # torchattacks 3.5's __setattr__ walks every assigned value looking for sub-attacks and
+        # compares the values it meets with ==, which fails on tensors and dataclasses holding
+        # them (the context). Only sub-attacks need that bookkeeping.
+        if isinstance(value, TorchAttack):
+            TorchAttack.__setattr__(self, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    # -- telemetry -------------------------------------------------------------------------------
+
+    def reset_grad_stats(self) -> None:
+        self._grad_stats = GradStats()
+        self._step = 0
+
+    @property
+    def grad_stats(self) -> dict[str, Any]:
+        """Gradient statistics since the last :meth:`reset_grad_stats` (see :class:`GradStats`)."""
+        return self._grad_stats.summary()
+
+    # -- the pieces every metric attack uses ------------------------------------------------------
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised embeddings: the losses live on the sphere that cosine ranking uses."""
+        return F.normalize(self.model(x), dim=1)
+
+    def gradient(self, adv: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """d(sum of per-image losses)/d(adv), averaged over ``eot`` independent passes of the model.
+
+        ``loss_fn`` maps normalised embeddings (B, D) to per-image losses (B,) to be maximised.
+        With ``eot == 1`` this is the plain gradient.
+        """
+        total = torch.zeros_like(adv)
+        for _ in range(self.eot):
+            x = adv.detach().requires_grad_(True)
+            loss = loss_fn(self.features(x)).sum()
+            total += torch.autograd.grad(loss, x)[0]
+        grad = total / self.eot
+        self._grad_stats.add(self._step, grad)
+        self._step += 1
+        return grad
 
     def project(self, adv: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        delta = torch.clamp(adv - images, min=-self.eps, max=self.eps)
+        eps = self.eps
+        assert eps is not None, "project() is for L-inf attacks"
+        delta = torch.clamp(adv - images, min=-eps, max=eps)
         return torch.clamp(images + delta, min=0.0, max=1.0).detach()
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+    def random_start(self, images: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
+        """x + U(-eps, eps), drawn per image from its own generator, clamped to [0,1]."""
+        eps = self.eps
+        assert eps is not None, "random_start() is for L-inf attacks"
+        u = torch.stack([torch.rand(images.shape[1:], generator=g) for g in gens])
+        return self.project(images + (2 * u.to(images) - 1) * eps, images)
+
+    def iterate(self, images: torch.Tensor, loss_at: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
+                *, steps: int, step: float, momentum: float = 0.0, start: torch.Tensor | None = None) -> torch.Tensor:
+        """I-FGSM / MI-FGSM / PGD: ``steps`` signed steps of size ``step`` on ``loss_at(t)``.
+
+        With ``momentum`` > 0 (MI-FGSM, Dong et al.), the gradient is divided by its per-image
+        mean |g| and accumulated, ``g = momentum * g + grad / mean|grad|``, and the step follows
+        sign(g). An all-zero gradient stays zero instead of dividing by zero.
+        """
+        adv = images.clone() if start is None else start
+        acc = torch.zeros_like(images)
+        for t in range(steps):
+            grad = self.gradient(adv, loss_at(t))
+            if momentum:
+                grad = grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+                acc = momentum * acc + grad
+                grad = acc
+            adv = self.project(adv + step * grad.sign(), images)
+        return adv
+
+    def guide_sums(self, labels: torch.Tensor, index: torch.Tensor, like: torch.Tensor,
+                   same_camera: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each image: the sum S and count n of its same-identity guides (normalised).
+
+        sum_j ||f - g_j||^2 = n ||f||^2 - 2 f.S + const, so the loss over all guides needs one
+        (B, G) match matrix and no padding. ``same_camera=False`` drops guides from the image's
+        own camera (junk for the query, so pushing from them changes no metric).
+        """
+        labels = labels.to(like.device)
+        gfeat = self.context_tensor("guide_feats", like, normalize=True)
+        gpid = self.context_tensor("guide_pids", labels)
+        match = labels.unsqueeze(1) == gpid.unsqueeze(0)
+        if not same_camera:
+            gcam = self.context_tensor("guide_camids", labels)
+            cams = self.context.camids
+            if cams is None:
+                raise ParameterError(f"{self.name}: same_camera_guides=False needs context.camids of the attacked set")
+            own = cams.reshape(-1)[index].to(gcam.device)
+            match &= own.unsqueeze(1) != gcam.unsqueeze(0)
+        m = match.to(like.dtype)
+        return m @ gfeat, m.sum(dim=1)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 index: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         check_eval(self.model, self.name)
         check_images(images, self.name)
-        return super().__call__(images, labels if self.uses_labels else None)
+        idx = as_index(index, images.shape[0], self.name)
+        self._step = 0
+        # torchattacks' own __call__ calls model.eval() and may call model.train() afterwards;
+        # the guard puts every module back as it was, and enable_grad lets the harness call us
+        # from inside torch.no_grad().
+        with _ModeGuard(self.model), torch.enable_grad():
+            out = TorchAttack.__call__(self, images, labels if self.uses_labels else None, index=idx)
+        return out.detach()
 
 
-class FeatureMapAttack:
+class FeatureMapAttack(_Attack):
     """A perturbation of the backbone's feature map at test time (between backbone and head).
 
-    ``hook(batch_index)`` returns the function applied to each batch's map; randomness is drawn
-    from ``seed`` and the batch index, so extraction in any batch size order is reproducible.
+    ``hook(fmap, index)`` returns the perturbed map of a batch whose images have global indices
+    ``index``; each image's region is drawn from its own seeded generator, so extraction in any
+    batch size or order gives the same embeddings. :meth:`embed` runs the whole path (input
+    transform, backbone, hook, head) with the same checks as the input attacks.
     """
 
-    name: ClassVar[str] = ""
     family: ClassVar[str] = "feature-map"
-    threat: ClassVar[str] = ""
-    uses_labels: ClassVar[bool] = False
-    uses_guides: ClassVar[bool] = False
-    uses_prototypes: ClassVar[bool] = False
-    differentiable: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module | None = None, **params: Any) -> None:
         self.model = model
         self.params = params
-        self.context = AttackContext()
+        self.set_context(AttackContext())
 
-    def set_context(self, context: AttackContext) -> None:
-        self.context = context
-
-    def hook(self, batch_index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def hook(self, fmap: torch.Tensor, index: torch.Tensor | Sequence[int]) -> torch.Tensor:
         raise NotImplementedError
+
+    def embed(self, images: torch.Tensor, index: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+        """Embeddings of ``images`` with the perturbed map (what the harness ranks with)."""
+        model = self.model
+        if model is None or not hasattr(model, "feature_map") or not hasattr(model, "head"):
+            raise ParameterError(
+                f"{self.name}: feature-map attacks need a model exposing feature_map() and head "
+                f"(a reidbench ReIDModel), not {type(model).__name__}"
+            )
+        check_eval(model, self.name)
+        check_images(images, self.name)
+        idx = as_index(index, images.shape[0], self.name)
+        with _ModeGuard(model), torch.no_grad():
+            transform = getattr(model, "input_transform", None)
+            x = transform(images) if transform is not None else images
+            head: Callable[[torch.Tensor], torch.Tensor] = getattr(model, "head")  # noqa: B009
+            return head(self.hook(getattr(model, "feature_map")(x), idx))  # noqa: B009
 
 
 @dataclass(frozen=True)
@@ -185,7 +500,11 @@ ATTACKS: Registry[AttackEntry] = Registry("attack")
 
 
 def register_attack(name: str, *, family: str, threat: str, defaults: dict[str, Any], description: str) -> Callable[[type], type]:
-    """Class decorator: register an attack class under ``name``."""
+    """Class decorator: register an attack class under ``name``.
+
+    ``defaults`` are in the CLI's units (eps and step in /255) and name every parameter a user
+    may set; ``create_attack`` converts them and passes them to the constructor.
+    """
 
     def deco(cls: type) -> type:
         cls.name = name  # type: ignore[attr-defined]
