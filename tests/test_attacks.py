@@ -246,13 +246,9 @@ def _map(model: nn.Module, split: TinySplit, query_feats: torch.Tensor) -> float
     return evaluate_rank(dist, split.q_pids, split.g_pids, split.q_camids, split.g_camids, 10).mAP
 
 
-# Attacks that do not aim at the query's true matches (random draws; SMA, LTA and the AOS window
-# push from the image's own embedding; CW stops at the minimal change of class) may move a query
-# closer to its matches by chance on the fixture's weak model; they get a 2-point tolerance. A
-# sign error in an aimed attack raises mAP by far more than that.
 # Paper defaults (15 steps for the metric attacks), but fewer queries for the query-hungry ones.
+# The fixture model is trained to ~50% clean mAP, so every attack, aimed or not, must not raise it.
 MAP_PARAMS = {"n_queries": 30, "stride": 20, "batch_invariant": False}
-UNAIMED = {"noise", "erasing", "npo", "sma", "lta", "aos-window", "cw", "fmap-erase", "fmap-transform", "fmap-noise"}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -270,7 +266,8 @@ def test_attack_does_not_raise_map(name: str, tiny_trained_model: nn.Module, tin
         with torch.no_grad():
             feats = model(attack(tiny_split.query, tiny_split.q_pids, index))
     attacked = _map(model, tiny_split, feats)
-    assert attacked <= clean + (0.02 if name in UNAIMED else 1e-9), (name, clean, attacked)
+    assert clean > 0.3, f"the fixture model should be trained (clean mAP {clean:.3f})"
+    assert attacked <= clean + 1e-9, (name, clean, attacked)
 
 
 # ---------------------------------------------------------------------------------------------

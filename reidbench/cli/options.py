@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -52,3 +55,20 @@ def split_floats(text: str, what: str) -> list[float]:
         return [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise ParameterError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+@contextmanager
+def quiet_progress(quiet: bool) -> Iterator[None]:
+    """Turn off every tqdm bar (data generation, decoding, training, cells) while inside."""
+    if not quiet:
+        yield
+        return
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from reidbench.cli.options import parse_kv, resolve_device, split_floats
+from reidbench.cli.options import parse_kv, quiet_progress, resolve_device, split_floats
 from reidbench.errors import ParameterError
 
 # The standard attack set of the default benchmark (`reidbench run` with no --model/--attack).
@@ -146,7 +146,8 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
                     distance=distance, ap_variant=ap_variant, eot=eot, draws=draws, batch_size=batch_size,
                     device=str(dev), amp=amp, save_adv=str(save_adv) if save_adv else None)  # fmt: skip
     command = "reidbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    records = run_grid(spec, out, command=command, fresh=fresh, progress=not quiet)
+    with quiet_progress(quiet):
+        records = run_grid(spec, out, command=command, fresh=fresh, progress=not quiet)
     click.echo(format_table(records))
     click.echo(f"\n{len(records)} cells in {out}/results.csv")
     warn = sum(len(r.warnings) for r in records)

@@ -42,6 +42,7 @@ from torch import nn
 from reidbench import __version__
 from reidbench.data import ReIDDataset, load_dataset
 from reidbench.data.images import load_images, to_float
+from reidbench.defenses.adaptive import draw_seed
 from reidbench.errors import ParameterError, ReidbenchError
 from reidbench.eval.features import extract_features
 from reidbench.eval.results import (
@@ -129,15 +130,26 @@ def _queries_model(cls: type) -> bool:
     return bool(getattr(cls, "queries_model", getattr(cls, "differentiable", False)))
 
 
+def _defense_is_random(spec: str) -> bool:
+    from reidbench.defenses import DEFENSES
+    from reidbench.defenses.base import split_chain
+
+    return any(DEFENSES.get(n).random for n in split_chain(spec))
+
+
 def resolve_defense(name: str, card: Any) -> str:
     if name == "auto":
         return card.inference_defense or "none"
     return name
 
 
-def plan_cells(spec: GridSpec, cards: dict[str, Any], fingerprint: str) -> list[PlannedCell]:
-    """Every cell of the grid, in run order (model, defense, attack, mode, target, surrogate)."""
-    from reidbench.attacks import attack_params
+def plan_cells(spec: GridSpec, cards: dict[str, Any], models: dict[str, nn.Module] | None = None) -> list[PlannedCell]:
+    """Every cell of the grid, in run order (model, defense, attack, mode, target, surrogate).
+
+    With ``models``, every distinct attack is also built once on its model, so an out-of-range
+    parameter is reported before any data is read.
+    """
+    from reidbench.attacks import attack_params, create_attack
 
     for m in spec.modes:
         if m not in MODES:
@@ -161,6 +173,7 @@ def plan_cells(spec: GridSpec, cards: dict[str, Any], fingerprint: str) -> list[
                 else:
                     entry = _attack_meta(req.name)
                     params = attack_params(req.name, **req.params)
+                    random_defense = defense != "none" and _defense_is_random(defense)
                     budget = {k: params.get(k) for k in BUDGET_KEYS if params.get(k) is not None}
                     modes = ["none"] if defense == "none" else (spec.modes if _queries_model(entry.cls) else ["oblivious"])
                     surrogates = [""]
@@ -172,11 +185,16 @@ def plan_cells(spec: GridSpec, cards: dict[str, Any], fingerprint: str) -> list[
                             for sur in surrogates:
                                 if sur and mode == "adaptive":
                                     continue  # a transfer attacker does not see the defense
+                                p = dict(params)
+                                if mode == "adaptive" and random_defense and "eot" in p:
+                                    p["eot"] = spec.eot  # EOT changes the numbers: part of the cell
                                 cfg = CellConfig(**base, attack=req.name, mode=mode, target=target, surrogate=sur,  # type: ignore[arg-type]
-                                                 params=json.dumps(params, sort_keys=True),
+                                                 params=json.dumps(p, sort_keys=True),
                                                  eps=_f(budget.get("eps")), step=_f(budget.get("step")),
                                                  steps=_i(budget.get("steps")), area=_f(budget.get("area")))  # fmt: skip
-                                plans.append(PlannedCell(cfg, AttackRequest(req.name, params)))
+                                plans.append(PlannedCell(cfg, AttackRequest(req.name, p)))
+                if models is not None and req.name != "none":
+                    create_attack(req.name, models[model], **plans[0].request.params)  # type: ignore[union-attr]
                 for p in plans:
                     if p.config.cell_id not in seen:
                         seen.add(p.config.cell_id)
@@ -210,8 +228,9 @@ class SplitData:
 class Runtime:
     """Models, images and gallery features, loaded lazily and reused across cells."""
 
-    def __init__(self, spec: GridSpec, dataset: ReIDDataset, run_dir: Path) -> None:
+    def __init__(self, spec: GridSpec, dataset: ReIDDataset, run_dir: Path, progress: bool = True) -> None:
         self.spec = spec
+        self.progress = progress
         self.dataset = dataset
         self.run_dir = run_dir
         self.device = torch.device(spec.device)
@@ -260,10 +279,7 @@ class Runtime:
             return None
         from reidbench.defenses import create_defense
 
-        d = create_defense(name, input_size=tuple(input_size))
-        if hasattr(d, "reseed"):
-            d.reseed(seed)
-        return d.to(self.device)
+        return create_defense(name, input_size=tuple(input_size), seed=seed).to(self.device)
 
     # gallery features ---------------------------------------------------------------------
     def gallery_features(self, model: str, defense_name: str, draw_seed: int) -> torch.Tensor:
@@ -294,25 +310,12 @@ class Runtime:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Defended(nn.Module):
-    """Model behind a defense, for crafting adaptive attacks (BPDA on non-differentiable parts)."""
-
-    def __init__(self, net: nn.Module, defense: nn.Module) -> None:
-        super().__init__()
-        from reidbench.defenses.adaptive import Defended
-
-        self.inner = Defended(net, defense, bpda=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x)
-
-
 def _attack_batches(atk: Any, images: torch.Tensor, labels: torch.Tensor | None, batch: int, device: torch.device,
-                    desc: str) -> torch.Tensor:
+                    desc: str, progress: bool = True) -> torch.Tensor:
     from tqdm.auto import tqdm
 
     out = torch.empty_like(images)
-    with tqdm(total=len(images), desc=desc, unit="img", leave=False, position=1) as bar:
+    with tqdm(total=len(images), desc=desc, unit="img", leave=False, position=1, disable=not progress) as bar:
         for s in range(0, len(images), batch):
             x = to_float(images[s : s + batch].to(device))
             y = None if labels is None else labels[s : s + batch].to(device)
@@ -405,8 +408,6 @@ def run_cell(rt: Runtime, plan: PlannedCell) -> tuple[CellResult, CellArtifact |
         family = entry.family
         params = dict(plan.request.params)
         craft_params = dict(params)
-        if cfg.mode == "adaptive" and random_defense and getattr(entry.cls, "differentiable", False):
-            craft_params["eot"] = spec.eot
         if cfg.surrogate:
             craft_net: nn.Module = rt.bare(cfg.surrogate)
             craft_size = rt.card(cfg.surrogate).input_size
@@ -414,8 +415,10 @@ def run_cell(rt: Runtime, plan: PlannedCell) -> tuple[CellResult, CellArtifact |
                 raise ParameterError(f"surrogate {cfg.surrogate} takes {craft_size} images but {cfg.model} takes "
                                      f"{card.input_size}; transfer needs the same input size")  # fmt: skip
         elif cfg.mode == "adaptive":
-            craft_def = rt.defense(cfg.defense, card.input_size, base_seed + 7919)
-            craft_net = _Defended(net, craft_def).eval()  # type: ignore[arg-type]
+            from reidbench.defenses.adaptive import Defended
+
+            craft_def = rt.defense(cfg.defense, card.input_size, draw_seed(base_seed, -1))
+            craft_net = Defended(net, craft_def, bpda=True).eval()  # type: ignore[arg-type]
         else:
             craft_net = net
         atk = create_attack(plan.request.name, craft_net, **craft_params)
@@ -424,19 +427,25 @@ def run_cell(rt: Runtime, plan: PlannedCell) -> tuple[CellResult, CellArtifact |
         def context_for(side: str) -> Any:
             """Side information for attacking ``side``, limited to what the attack's threat model uses."""
             ctx = AttackContext(seed=base_seed)
+            own_imgs = split.query if side == "query" else split.gallery
+            if getattr(atk, "uses_labels", False):
+                ctx.camids = (split.q_camids if side == "query" else split.g_camids).to(rt.device)
+            if getattr(atk, "uses_occluder_bank", False):
+                # NPO cuts its occluders from a seeded sample of the attacked set's clean images
+                pick = torch.randperm(len(own_imgs), generator=torch.Generator().manual_seed(base_seed))[:64]
+                ctx.occluder_bank = to_float(own_imgs[pick].to(rt.device))
             needs_guides = getattr(atk, "uses_guides", False)
             needs_protos = getattr(atk, "uses_prototypes", False)
             if needs_guides or needs_protos:
                 other = split.gallery if side == "query" else split.query
                 o_pids = split.g_pids if side == "query" else split.q_pids
                 o_cams = split.g_camids if side == "query" else split.q_camids
-                feats = extract_features(craft_net, other, batch_size=rt.batch_size) if not isinstance(craft_net, _Defended) \
-                    else _extract_grad_free(craft_net, other, rt.batch_size)
+                feats = extract_features(craft_net, other, batch_size=rt.batch_size)
                 if needs_guides:
                     ctx.guide_feats, ctx.guide_pids, ctx.guide_camids = feats, o_pids.to(feats.device), o_cams.to(feats.device)
                 if needs_protos:
                     g_feats = feats if side == "query" else extract_features(
-                        craft_net if not isinstance(craft_net, _Defended) else net, split.gallery, batch_size=rt.batch_size)
+                        craft_net, split.gallery, batch_size=rt.batch_size)
                     ctx.proto_feats, ctx.proto_pids = (t.to(g_feats.device) for t in _prototypes(g_feats, split.g_pids.to(g_feats.device)))
             return ctx
 
@@ -449,11 +458,11 @@ def run_cell(rt: Runtime, plan: PlannedCell) -> tuple[CellResult, CellArtifact |
             labels_g = split.g_pids if getattr(atk, "uses_labels", False) else None
             if cfg.target in ("query", "both"):
                 atk.set_context(context_for("query"))
-                q_imgs = _attack_batches(atk, split.query, labels_q, rt.batch_size, rt.device, f"{cfg.attack} query")
+                q_imgs = _attack_batches(atk, split.query, labels_q, rt.batch_size, rt.device, f"{cfg.attack} query", rt.progress)
                 heatmaps = getattr(atk, "last_heatmaps", None)
             if cfg.target in ("gallery", "both"):
                 atk.set_context(context_for("gallery"))
-                g_imgs = _attack_batches(atk, split.gallery, labels_g, rt.batch_size, rt.device, f"{cfg.attack} gallery")
+                g_imgs = _attack_batches(atk, split.gallery, labels_g, rt.batch_size, rt.device, f"{cfg.attack} gallery", rt.progress)
         stats = getattr(atk, "grad_stats", None)
         if stats:
             extra.update({k: v for k, v in stats.items() if isinstance(v, (int, float))})
@@ -467,12 +476,12 @@ def run_cell(rt: Runtime, plan: PlannedCell) -> tuple[CellResult, CellArtifact |
     per_draw = []
     qf0 = gf0 = None
     for d in range(draws):
-        draw_seed = base_seed * 1000 + d
-        defense = rt.defense(cfg.defense, card.input_size, draw_seed)
+        seed_d = draw_seed(base_seed, d)
+        defense = rt.defense(cfg.defense, card.input_size, seed_d)
         hook_q = fmap_hook if fmap_side in ("query", "both") else None
         hook_g = fmap_hook if fmap_side in ("gallery", "both") else None
         if g_imgs is split.gallery and hook_g is None:
-            gf = rt.gallery_features(cfg.model, cfg.defense, draw_seed)
+            gf = rt.gallery_features(cfg.model, cfg.defense, seed_d)
         else:
             gf = extract_features(net, g_imgs, batch_size=rt.batch_size, defense=defense, fmap_hook=hook_g, amp=spec.amp)
         qf = extract_features(net, q_imgs, batch_size=rt.batch_size, defense=defense, fmap_hook=hook_q, amp=spec.amp)
@@ -502,18 +511,13 @@ def run_cell(rt: Runtime, plan: PlannedCell) -> tuple[CellResult, CellArtifact |
     return result, artifact
 
 
-def _extract_grad_free(model: nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
-    with torch.no_grad():
-        dev = next(model.parameters()).device
-        return torch.cat([model(to_float(images[s : s + batch].to(dev))).float() for s in range(0, len(images), batch)])
-
-
 def _artifact(rt: Runtime, split: SplitData, q_adv: torch.Tensor, qf: torch.Tensor, gf: torch.Tensor, cfg: CellConfig,
               net: nn.Module, n: int, heatmaps: Any) -> CellArtifact:
     """A few queries with their clean and attacked top-10, for the report's pictures."""
-    clean_gf = rt.gallery_features(cfg.model, cfg.defense, rt.spec.seed * 1000)
+    seed0 = draw_seed(rt.spec.seed, 0)
+    clean_gf = rt.gallery_features(cfg.model, cfg.defense, seed0)
     clean_qf = extract_features(net, split.query, batch_size=rt.batch_size,
-                                defense=rt.defense(cfg.defense, rt.card(cfg.model).input_size, rt.spec.seed * 1000))  # fmt: skip
+                                defense=rt.defense(cfg.defense, rt.card(cfg.model).input_size, seed0))  # fmt: skip
     gen = torch.Generator().manual_seed(rt.spec.seed)
     idx = torch.randperm(len(split.query), generator=gen)[:n].sort().values
     top_clean = _ranking(clean_qf[idx], clean_gf, cfg.distance, 10)
@@ -622,19 +626,19 @@ def run_grid(spec: GridSpec, run_dir: str | Path, *, command: str = "", fresh: b
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
-    if fresh and run_dir.exists():
-        for sub in ("cells", "artifacts", "cache"):
-            shutil.rmtree(run_dir / sub, ignore_errors=True)
-        for f in ("results.csv", "results.jsonl", "manifest.json", "sanity.json"):
-            (run_dir / f).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
-    dataset = load_dataset(spec.dataset, spec.data_root)
-    rt = Runtime(spec, dataset, run_dir)
+    rt = Runtime(spec, None, run_dir, progress=progress)  # type: ignore[arg-type]
     for name in dict.fromkeys([*spec.models, *spec.surrogates]):
         rt.model(name)  # fail early on an unknown model or a bad checkpoint
     cards = {n: rt.card(n) for n in spec.models}
-    cells = plan_cells(spec, cards, dataset.fingerprint)
+    cells = plan_cells(spec, cards, {n: rt.bare(n) for n in spec.models})  # validates before any data is read
+    rt.dataset = load_dataset(spec.dataset, spec.data_root)
+    if fresh and run_dir.exists():
+        for sub in ("cells", "artifacts", "cache"):
+            shutil.rmtree(run_dir / sub, ignore_errors=True)
+        for f in ("results.csv", "results.jsonl", "manifest.json", "sanity.json", "report.pdf"):
+            (run_dir / f).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(run_dir, spec, rt, command, cells)
     done = {r.cell_id: r for r in _existing(run_dir)}
     todo = [c for c in cells if c.config.cell_id not in done]
@@ -690,8 +694,8 @@ def finalize(run_dir: Path, cells: list[PlannedCell] | None = None) -> list[Cell
     atomic_write_text(run_dir / "sanity.json", json.dumps(by_cell, indent=1, sort_keys=True))
     write_tables(run_dir, updated)
     if cells is not None:
-        want = {c.config.cell_id for c in cells}
-        return [r for r in updated if r.cell_id in want]
+        by_id = {r.cell_id: r for r in updated}
+        return [by_id[c.config.cell_id] for c in cells if c.config.cell_id in by_id]
     return updated
 
 
