@@ -16,7 +16,14 @@ from reidbench.models.etndnet import parse_branches
 from reidbench.models.igoas import occlusion_area
 from reidbench.models.jad import channel_fusion, jad_augment
 from reidbench.models.trainer import TrainConfig, TrainContext, lr_factor, pk_batches, reid_loss
-from reidbench.ops import fmap_erase, fmap_noise, fmap_transform, perturb_fmap, sample_region, sample_transform_pair
+from reidbench.ops import (
+    fmap_erase,
+    fmap_noise,
+    fmap_transform,
+    perturb_fmap,
+    sample_region,
+    sample_transform_pair,
+)
 
 from .conftest import make_tiny_model
 

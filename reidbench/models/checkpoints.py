@@ -95,6 +95,7 @@ def save_checkpoint(model: nn.Module, card: ModelCard, path: str | Path, extra: 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = p.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"reidbench_model": card.name})
+    tmp.chmod(0o644)
     tmp.replace(p)
     card = card.replace(checkpoint=p.name, sha256=sha256_file(p))
     record = json.loads(card.to_json())
