@@ -92,6 +92,7 @@ class Preset:
     distractors: int
     junk: int
     occluded_queries: bool = False
+    exact_counts: bool = False  # hit query/gallery counts exactly (market, occluded); mini keeps <= 1 query per id and camera
     ext: str = "png"
     seed: int = 0
     description: str = ""
@@ -111,13 +112,13 @@ PRESETS: dict[str, Preset] = {
     "market": Preset(
         name="market", height=256, width=128, num_train_ids=751, num_test_ids=750, num_cameras=6,
         train_images=12936, query_images=3368, gallery_images=13000, distractors=2913, junk=0,
-        ext="jpg",
-        description="Market-1501's counts: 751 train ids / 12,936 images, 750 test ids, 3,368 queries, ~15.9k gallery",
+        ext="jpg", exact_counts=True,
+        description="Market-1501's counts: 751 train ids / 12,936 images, 750 test ids, 3,368 queries, 15,913 gallery",
     ),
     "occluded": Preset(
         name="occluded", height=256, width=128, num_train_ids=702, num_test_ids=519, num_cameras=8,
-        train_images=15618, query_images=2210, gallery_images=15000, distractors=1570, junk=0,
-        occluded_queries=True, ext="jpg",
+        train_images=15618, query_images=2210, gallery_images=16091, distractors=1570, junk=0,
+        occluded_queries=True, ext="jpg", exact_counts=True,
         description="Occluded-Duke style: holistic training images, occluded queries, 8 cameras",
     ),
 }  # fmt: skip
@@ -521,6 +522,30 @@ def _spread(rng: np.random.Generator, total: int, n_ids: int, lo: int) -> np.nda
     return base + extra
 
 
+def _exact_test_counts(p: Preset, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cameras, queries and gallery images per test identity that sum to the preset's counts exactly.
+
+    Each identity is seen by 2..C cameras, has 1 query per camera at most (as in Market-1501) and at
+    least one gallery image per camera, so every query has a cross-camera match.
+    """
+    n, c = p.num_test_ids, p.num_cameras
+    kcs = rng.integers(min(2, c), c + 1, n)
+    while kcs.sum() < p.query_images:  # enough cameras to hold one query per (identity, camera)
+        room = np.flatnonzero(kcs < c)
+        if not len(room):
+            raise ParameterError(f"preset {p.name}: {p.query_images} queries do not fit {n} ids x {c} cameras")
+        kcs[rng.choice(room)] += 1
+    q = np.ones(n, dtype=int)
+    for _ in range(p.query_images - n):
+        room = np.flatnonzero(q < kcs)
+        q[rng.choice(room)] += 1
+    rest = p.gallery_images - int(kcs.sum())
+    if rest < 0:
+        raise ParameterError(f"preset {p.name}: {p.gallery_images} gallery images cannot cover every camera of every id")
+    g = kcs + _spread(rng, rest, n, 0) if rest > 0 else kcs.copy()
+    return kcs, q, g
+
+
 def _plan(p: Preset, rng: np.random.Generator) -> tuple[list[_Plan], int]:
     n_ident = p.num_train_ids + p.num_test_ids + p.distractors + p.junk
     cams_all = np.arange(p.num_cameras)
@@ -539,12 +564,18 @@ def _plan(p: Preset, rng: np.random.Generator) -> tuple[list[_Plan], int]:
         t_cam += list(cams_for(k, kc))
     # test ids: each appears in >= 2 cameras; one query per (id, camera) up to the query budget
     q_pid, q_ident, q_cam, g_pid, g_ident, g_cam = [], [], [], [], [], []
-    q_per_id = _spread(rng, p.query_images, p.num_test_ids, 1)
-    g_per_id = _spread(rng, p.gallery_images, p.num_test_ids, 2)
+    if p.exact_counts:
+        kcs, q_per_id, g_per_id = _exact_test_counts(p, rng)
+    else:
+        q_per_id = _spread(rng, p.query_images, p.num_test_ids, 1)
+        g_per_id = _spread(rng, p.gallery_images, p.num_test_ids, 2)
     for j in range(p.num_test_ids):
         row = p.num_train_ids + j
         pid = p.num_train_ids + j + 1
-        kc = int(min(p.num_cameras, max(2, rng.integers(2, p.num_cameras + 1))))
+        if p.exact_counts:
+            kc = int(kcs[j])
+        else:
+            kc = int(min(p.num_cameras, max(2, rng.integers(2, p.num_cameras + 1))))
         chosen = rng.choice(cams_all, size=kc, replace=False)
         nq = min(int(q_per_id[j]), kc)
         qc = chosen[:nq]

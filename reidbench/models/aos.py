@@ -40,11 +40,13 @@ log = logging.getLogger(__name__)
 def sensitivity_maps(model: Any, images: torch.Tensor, labels: torch.Tensor, side: int, stride: int,
                      device: torch.device, batch: int = 64) -> torch.Tensor:
     """AOS stage 2: per image, the drop in true-class probability at each square position, blurred 3x3."""
+    from tqdm.auto import tqdm
+
     model.eval()
     fill = model.mean.view(3).detach()
     maps = []
     with torch.no_grad():
-        for s in range(0, len(images), batch):
+        for s in tqdm(range(0, len(images), batch), desc="AOS sensitivity search", unit="batch", leave=False):
             x = images[s : s + batch].to(device).float().div_(255.0)
             y = labels[s : s + batch].to(device)
             p_clean = F.softmax(model.forward_train(x).logits, dim=1).gather(1, y.view(-1, 1)).squeeze(1)

@@ -385,8 +385,9 @@ def defense_tables(records: Sequence[CellResult], manifest: dict[str, Any] | Non
         out.append(Table("defense" + _key_suffix(g, len(gs)), "Defenses: oblivious vs adaptive attacker" + _suffix(g, len(gs) > 1),
                          tuple(cols), tuple(body),
                          caption="Oblivious: the attack is made on the bare model and the defense applied afterwards (what "
-                         "the JAD paper reports). Adaptive: the attack goes through the defense. A large positive gap means "
-                         "the defense mostly hides the gradient rather than removing the attack.",
+                         "the JAD paper reports). Adaptive: the attack goes through the defense (BPDA/EOT where needed). A large "
+                         "positive gap means the protection comes from the attacker not knowing the defense: it does not "
+                         "hold against an attacker who does.",
                          notes=tuple(notes), span="/".join(METRIC_LONG[m] for m in metrics) + " (%)", scope=g.scope))  # fmt: skip
     return out
 
