@@ -43,7 +43,7 @@ from reidbench import __version__
 from reidbench.data import ReIDDataset, load_dataset
 from reidbench.data.images import load_images, to_float
 from reidbench.defenses.adaptive import draw_seed
-from reidbench.errors import ParameterError, ReidbenchError
+from reidbench.errors import ParameterError
 from reidbench.eval.features import extract_features
 from reidbench.eval.results import (
     CellArtifact,
@@ -698,7 +698,3 @@ def finalize(run_dir: Path, cells: list[PlannedCell] | None = None) -> list[Cell
         return [by_id[c.config.cell_id] for c in cells if c.config.cell_id in by_id]
     return updated
 
-
-def check_device(name: str) -> None:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ReidbenchError("CUDA is not available here; use --device cpu")

@@ -20,6 +20,7 @@ import torch
 from reidbench import __version__
 from reidbench.data import load_dataset, relabel
 from reidbench.data.images import load_images
+from reidbench.models.backbones import build_backbone
 from reidbench.models.card import ModelCard
 from reidbench.models.checkpoints import save_checkpoint
 from reidbench.models.registry import MODELS, build_model
@@ -69,7 +70,7 @@ def train_registered(
     images = load_images(samples, tuple(input_size), desc=f"{dataset} train")
     labels = torch.tensor([s.pid for s in samples])
     camids = torch.tensor([s.camid for s in samples])
-    feat_dim = {"resnet50": 2048, "resnet18": 512, "resnet_tiny": 128, "resnet_test": 16}.get(backbone, card.feat_dim)
+    feat_dim = build_backbone(backbone)[1]
     card = card.replace(backbone=backbone, input_size=tuple(input_size), feat_dim=feat_dim,
                         num_classes=int(labels.max()) + 1, train_dataset=dataset)  # fmt: skip
     model = build_model(card, imagenet_weights=imagenet_weights)
