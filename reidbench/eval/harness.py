@@ -174,7 +174,8 @@ def plan_cells(spec: GridSpec, cards: dict[str, Any], models: dict[str, nn.Modul
                     entry = _attack_meta(req.name)
                     params = attack_params(req.name, **req.params)
                     random_defense = defense != "none" and _defense_is_random(defense)
-                    budget = {k: params.get(k) for k in BUDGET_KEYS if params.get(k) is not None}
+                    # scalar budgets go into their own columns; a range (feature-map area) stays in params only
+                    budget = {k: v for k in BUDGET_KEYS if isinstance(v := params.get(k), (int, float)) and not isinstance(v, bool)}
                     modes = ["none"] if defense == "none" else (spec.modes if _queries_model(entry.cls) else ["oblivious"])
                     surrogates = [""]
                     if getattr(entry.cls, "differentiable", False):
@@ -692,9 +693,13 @@ def finalize(run_dir: Path, cells: list[PlannedCell] | None = None) -> list[Cell
             write_record(run_dir, new)
         updated.append(new)
     atomic_write_text(run_dir / "sanity.json", json.dumps(by_cell, indent=1, sort_keys=True))
-    write_tables(run_dir, updated)
     if cells is not None:
+        # the grid's cells first, in grid order; cells of earlier invocations of the same run dir after them
         by_id = {r.cell_id: r for r in updated}
-        return [by_id[c.config.cell_id] for c in cells if c.config.cell_id in by_id]
+        grid = [by_id[c.config.cell_id] for c in cells if c.config.cell_id in by_id]
+        in_grid = {r.cell_id for r in grid}
+        write_tables(run_dir, grid + [r for r in updated if r.cell_id not in in_grid])
+        return grid
+    write_tables(run_dir, updated)
     return updated
 
