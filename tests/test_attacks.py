@@ -523,3 +523,16 @@ def test_input_attack_index_must_match_the_batch(model: nn.Module, batch: tuple)
     assert isinstance(attack, InputAttack)
     with pytest.raises(ParameterError, match="index has 3 entries for a batch of 8"):
         attack(images, index=torch.arange(3))
+
+
+def test_images_without_guides_are_not_counted_as_masked_gradients(tiny_trained_model: nn.Module, tiny_split: TinySplit) -> None:
+    """A gallery distractor has no same-id query to push from: no loss, which is not gradient masking."""
+    model = tiny_trained_model
+    attack = create_attack("mifgsm", model, steps=2)
+    attack.set_context(make_context(model, tiny_split))
+    labels = tiny_split.q_pids.clone()
+    labels[:3] = 10_000  # identities absent from the gallery: no guides
+    attack(tiny_split.query, labels, torch.arange(len(labels)))
+    stats = attack.grad_stats
+    assert stats["grad_no_objective_images"] == 3
+    assert stats["grad_zero_image_frac"] == 0.0, "only images with guides are judged"

@@ -282,11 +282,19 @@ class GradStats:
         self.abs_sum: list[float] = []
         self.entries: list[int] = []
         self.images: list[int] = []
+        self.no_objective = 0  # images the attack had nothing to push against (e.g. no guide)
 
-    def add(self, step: int, g: torch.Tensor) -> None:
+    def add(self, step: int, g: torch.Tensor, active: torch.Tensor | None = None) -> None:
+        """Record one step's gradient; rows where ``active`` is False are left out (and counted
+        once, at step 0): an image without any guide has no loss, not a masked gradient."""
         while len(self.zero) <= step:
             for acc in (self.zero, self.zero_images, self.abs_sum, self.entries, self.images):
                 acc.append(0)
+        if active is not None:
+            active = active.to(g.device).bool()
+            if step == 0:
+                self.no_objective += int((~active).sum())
+            g = g[active]
         flat = g.detach().reshape(g.shape[0], -1)
         self.zero[step] += int((flat == 0).sum())
         self.zero_images[step] += int((flat == 0).all(dim=1).sum())
@@ -305,6 +313,7 @@ class GradStats:
             "grad_zero_frac": sum(self.zero) / total if total else None,
             "grad_zero_image_frac": sum(self.zero_images) / sum(self.images) if total else None,
             "grad_mean_abs_min": min(mean_abs) if mean_abs else None,
+            "grad_no_objective_images": self.no_objective,
             "grad_zero_frac_per_step": zero,
             "grad_zero_image_frac_per_step": zimg,
             "grad_mean_abs_per_step": mean_abs,
@@ -325,6 +334,7 @@ class MetricAttack(_Attack, TorchAttack):
     family: ClassVar[str] = "metric"
     differentiable: ClassVar[bool] = True
     queries_model: ClassVar[bool] = True
+    _active: torch.Tensor | None = None  # images with an objective this call (guide attacks set it)
 
     def __init__(self, model: nn.Module, eps: float | None = 5 / 255, eot: int = 1, **params: Any) -> None:
         TorchAttack.__init__(self, type(self).__name__, model)
@@ -375,7 +385,7 @@ class MetricAttack(_Attack, TorchAttack):
             loss = loss_fn(self.features(x)).sum()
             total += torch.autograd.grad(loss, x)[0]
         grad = total / self.eot
-        self._grad_stats.add(self._step, grad)
+        self._grad_stats.add(self._step, grad, self._active)
         self._step += 1
         return grad
 
@@ -431,6 +441,7 @@ class MetricAttack(_Attack, TorchAttack):
             own = cams.reshape(-1)[index].to(gcam.device)
             match &= own.unsqueeze(1) != gcam.unsqueeze(0)
         m = match.to(like.dtype)
+        self._active = m.sum(dim=1) > 0  # images without a guide have no loss; see GradStats
         return m @ gfeat, m.sum(dim=1)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None,
@@ -439,6 +450,7 @@ class MetricAttack(_Attack, TorchAttack):
         check_images(images, self.name)
         idx = as_index(index, images.shape[0], self.name)
         self._step = 0
+        self._active = None  # set by guide-based losses
         # torchattacks' own __call__ calls model.eval() and may call model.train() afterwards;
         # the guard puts every module back as it was, and enable_grad lets the harness call us
         # from inside torch.no_grad().

@@ -246,6 +246,9 @@ class Square(ClassificationAttack):
     window position per iteration is not shared across a batch.
     """
 
+    differentiable = False  # score-based: it queries the model's scores, never its gradients
+    queries_model = True
+
     tk_name = "Square"
     tk_fixed = {"norm": "Linf", "loss": "margin"}
 

@@ -338,11 +338,19 @@ def _threat_text(cfg: CellConfig, entry: Any, params: dict[str, Any], eot: int, 
     if cfg.attack == "none":
         return "none (clean)"
     side = {"query": "query images", "gallery": "gallery images", "both": "query and gallery images"}[cfg.target]
-    know = f"transfer from {cfg.surrogate} (black-box to {cfg.model})" if cfg.surrogate else f"white-box on {cfg.model}"
-    if getattr(entry.cls, "family", "") in ("occlusion", "noise", "feature-map") and not _queries_model(entry.cls):
-        know = "no model access"
+    # the attack's own text says "white-box"; say on which network, and for transfer that the
+    # evaluated network itself is never queried
+    threat = entry.threat
+    for lead in ("white-box on the embedding; ", "white-box and "):
+        threat = threat.removeprefix(lead)
+    if cfg.surrogate:
+        know = f"transfer: crafted white-box on {cfg.surrogate}, evaluated on {cfg.model} (black-box: no queries or gradients of {cfg.model})"
+    elif _queries_model(entry.cls):
+        know = f"white-box on {cfg.model}" if getattr(entry.cls, "differentiable", False) else f"queries {cfg.model}"
+    else:
+        know = ""
     budget = ", ".join(f"{k}={params[k]}" for k in ("eps", "step", "steps", "momentum", "area") if k in params)
-    parts = [f"{side} attacked", know, entry.threat]
+    parts = [f"{side} attacked", know, threat]
     if budget:
         parts.append(f"budget {budget} (eps/step in /255)")
     if cfg.defense != "none":
