@@ -46,6 +46,9 @@ def main(verbose: int) -> None:
       reidbench run --model baseline --attack mifgsm --attack sma
       reidbench list models|attacks|defenses|datasets
     """
+    from reidbench._alloc import keep_large_allocations_on_heap
+
+    keep_large_allocations_on_heap()
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 

@@ -618,9 +618,14 @@ def generate(
 ) -> Path:
     """Write the preset's images under ``out`` in the Market-1501 layout; return ``out``.
 
-    ``progress`` is called with the number of images written since the last call.
+    ``progress`` is called with the number of images written since the last call. ``batch_size``
+    is part of the recipe: the sensor noise is drawn once per batch, so another batch size writes
+    other files (the CLI and the presets always use 128).
     A finished dataset has a ``synthetic.json`` with the preset, seed and generator version.
     """
+    from reidbench._alloc import keep_large_allocations_on_heap
+
+    keep_large_allocations_on_heap()
     p = PRESETS[preset] if isinstance(preset, str) else preset
     if isinstance(preset, str) and preset not in PRESETS:
         raise ParameterError(f"unknown synthetic preset {preset!r}; choose one of {', '.join(PRESETS)}")
