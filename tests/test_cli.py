@@ -159,3 +159,17 @@ def test_mismatched_checkpoint_is_one_line(tmp_path: Path) -> None:
 def test_unknown_attack_in_list_is_one_line() -> None:
     line = _one_line_error(CliRunner().invoke(main, ["run", "--attack", "mifsgm", "--quiet"]))
     assert "unknown attack 'mifsgm'" in line and "mifgsm" in line
+
+
+def test_quiet_silences_every_progress_bar(tmp_path: Path, tiny_trained_model) -> None:  # type: ignore[no-untyped-def]
+    """Even the data generation's bar, which starts deep inside the dataset loader."""
+    from reidbench.models.checkpoints import save_checkpoint
+
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(tiny_trained_model, tiny_trained_model.card, ckpt)
+    res = CliRunner().invoke(main, ["run", "--model", "baseline", "--checkpoint", str(ckpt), "--dataset", "synthetic-tiny",
+                                    "--data-root", str(tmp_path / "fresh-data"), "--attack", "none", "--attack", "sma",
+                                    "--steps", "2", "--out", str(tmp_path / "r"), "--quiet", "--no-report"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "fresh-data").is_dir(), "the data was generated in this run"
+    assert "img/s" not in res.output and "%|" not in res.output, res.output

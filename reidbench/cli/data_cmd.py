@@ -22,10 +22,9 @@ def synth(preset: str, out: Path, seed: int | None, overwrite: bool) -> None:
     """Write a synthetic re-ID dataset in the Market-1501 layout."""
     import time
 
-    from tqdm.auto import tqdm
-
     from reidbench.data.layouts import read_market_layout
     from reidbench.data.synthetic import PRESETS, generate
+    from reidbench.progress import bar as tqdm
 
     p = PRESETS[preset]
     total = p.train_images + p.query_images + p.gallery_images + p.distractors + p.junk

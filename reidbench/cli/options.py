@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -56,19 +53,3 @@ def split_floats(text: str, what: str) -> list[float]:
     except ValueError:
         raise ParameterError(f"{what}: expected comma-separated numbers, got {text!r}") from None
 
-
-@contextmanager
-def quiet_progress(quiet: bool) -> Iterator[None]:
-    """Turn off every tqdm bar (data generation, decoding, training, cells) while inside."""
-    if not quiet:
-        yield
-        return
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old

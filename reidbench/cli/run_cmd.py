@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from reidbench.cli.options import parse_kv, quiet_progress, resolve_device, split_floats
+from reidbench.cli.options import parse_kv, resolve_device, split_floats
 from reidbench.errors import ParameterError
+from reidbench.progress import quiet as quiet_progress
 
 # The standard attack set of the default benchmark (`reidbench run` with no --model/--attack).
 DEFAULT_ATTACKS: list[tuple[str, dict[str, Any]]] = [
@@ -21,6 +22,11 @@ DEFAULT_ATTACKS: list[tuple[str, dict[str, Any]]] = [
     ("aos-window", {}), ("npo", {}),
     ("fmap-erase", {}), ("fmap-transform", {}), ("fmap-noise", {}),
 ]  # fmt: skip
+
+# The default benchmark evaluates each model as published (auto: JAD with its circuitous scaling)
+# and bare (none), so a built-in inference defense is shown with and without it; for models
+# without one the two are the same cells.
+DEFAULT_DEFENSES = ["auto", "none"]
 
 # global flags that set an attack parameter where the attack has it
 SWEEPABLE = {"eps": "eps", "step": "step", "steps": "steps", "momentum": "momentum", "area": "area"}
@@ -141,7 +147,7 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
         raise ParameterError("--no-adaptive and --no-oblivious leave nothing to run for defended models")
     dev = resolve_device(device)
     spec = GridSpec(models=list(models), attacks=requests, dataset=dataset, data_root=data_root,
-                    defenses=list(defenses) or ["auto"], modes=modes, targets=list(targets) or ["query"],
+                    defenses=list(defenses) or (DEFAULT_DEFENSES if default_grid else ["auto"]), modes=modes, targets=list(targets) or ["query"],
                     surrogates=list(surrogates), checkpoints=ck, model_options=mopts, seed=seed, rerank=rerank,
                     distance=distance, ap_variant=ap_variant, eot=eot, draws=draws, batch_size=batch_size,
                     device=str(dev), amp=amp, save_adv=str(save_adv) if save_adv else None)  # fmt: skip

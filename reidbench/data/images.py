@@ -78,7 +78,7 @@ def load_images(
                 return torch.from_numpy(arr)
         except (OSError, ValueError):
             log.warning("ignoring unreadable image cache %s", cache_file)
-    from tqdm.auto import tqdm
+    from reidbench.progress import bar as tqdm
 
     out = np.empty((len(samples), 3, *size), dtype=np.uint8)
 

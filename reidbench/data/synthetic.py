@@ -695,7 +695,7 @@ def ensure_generated(root: Path, preset: str, seed: int | None = None, show_prog
     if tmp.exists():
         shutil.rmtree(tmp)
     log.info("generating synthetic preset %s under %s", preset, folder)
-    from tqdm.auto import tqdm
+    from reidbench.progress import bar as tqdm
 
     with tqdm(total=total, desc=f"synthetic {preset}", unit="img", disable=not show_progress, leave=False) as bar:
         generate(p, tmp, seed=seed, progress=bar.update)

@@ -313,7 +313,7 @@ class Runtime:
 
 def _attack_batches(atk: Any, images: torch.Tensor, labels: torch.Tensor | None, batch: int, device: torch.device,
                     desc: str, progress: bool = True) -> torch.Tensor:
-    from tqdm.auto import tqdm
+    from reidbench.progress import bar as tqdm
 
     out = torch.empty_like(images)
     with tqdm(total=len(images), desc=desc, unit="img", leave=False, position=1, disable=not progress) as bar:
@@ -399,8 +399,7 @@ def run_cell(rt: Runtime, plan: PlannedCell) -> tuple[CellResult, CellArtifact |
     net = rt.bare(cfg.model)
     split = rt.split(card.input_size)
     base_seed = spec.seed
-    probe = rt.defense(cfg.defense, card.input_size, base_seed)
-    random_defense = bool(getattr(probe, "random", False))
+    random_defense = cfg.defense != "none" and _defense_is_random(cfg.defense)
     draws = spec.draws if random_defense else 1
     family, threat = "clean", "none (clean)"
     extra: dict[str, Any] = {}
@@ -416,7 +415,6 @@ def run_cell(rt: Runtime, plan: PlannedCell) -> tuple[CellResult, CellArtifact |
         entry = ATTACKS.get(plan.request.name)
         family = entry.family
         params = dict(plan.request.params)
-        craft_params = dict(params)
         if cfg.surrogate:
             craft_net: nn.Module = rt.bare(cfg.surrogate)
             craft_size = rt.card(cfg.surrogate).input_size
@@ -430,7 +428,7 @@ def run_cell(rt: Runtime, plan: PlannedCell) -> tuple[CellResult, CellArtifact |
             craft_net = Defended(net, craft_def, bpda=True).eval()  # type: ignore[arg-type]
         else:
             craft_net = net
-        atk = create_attack(plan.request.name, craft_net, **craft_params)
+        atk = create_attack(plan.request.name, craft_net, **params)
         threat = _threat_text(cfg, entry, params, spec.eot, random_defense)
 
         def context_for(side: str) -> Any:
@@ -632,7 +630,7 @@ def run_grid(spec: GridSpec, run_dir: str | Path, *, command: str = "", fresh: b
     """Run every missing cell of ``spec`` in ``run_dir``; return the records of the grid's cells."""
     import shutil
 
-    from tqdm.auto import tqdm
+    from reidbench.progress import bar as tqdm
 
     run_dir = Path(run_dir)
     torch.manual_seed(spec.seed)

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 def sensitivity_maps(model: Any, images: torch.Tensor, labels: torch.Tensor, side: int, stride: int,
                      device: torch.device, batch: int = 64) -> torch.Tensor:
     """AOS stage 2: per image, the drop in true-class probability at each square position, blurred 3x3."""
-    from tqdm.auto import tqdm
+    from reidbench.progress import bar as tqdm
 
     model.eval()
     fill = model.mean.view(3).detach()

@@ -211,7 +211,7 @@ def train(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``model`` in place with ``recipe``; returns a training record (losses, seconds)."""
-    from tqdm.auto import tqdm
+    from reidbench.progress import bar as tqdm
 
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
