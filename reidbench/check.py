@@ -66,15 +66,19 @@ from reidbench.eval.results import (
 GOLDEN_FORMAT = "reidbench-golden/1"
 
 # How far each metric may drop (percentage points and/or % of the golden value) before `check`
-# calls it a regression, when neither the golden file nor --tol says otherwise. These are meant to
-# come from a measurement of how much the numbers move for the same models and data across torch
-# versions, devices (CPU/GPU) and thread counts: the tolerance should sit just above that noise.
-# PLACEHOLDERS until that measurement is done: conservative guesses. Edit the strings here (same
-# syntax as --tol); nothing else needs to change.
+# calls it a regression, when neither the golden file nor --tol says otherwise.
+#
+# Measured (2026-11, the embedded default's 109-cell benchmark, 2 CPU cores): the same run twice,
+# 1 vs 2 threads, and torch 2.14.1 vs 2.15.0 (synthetic data regenerated under each) gave
+# bitwise-identical numbers in every cell: the movement on CPU is 0.00 pp. The defaults therefore
+# only need to absorb what could not be measured here (GPU kernels, other CPU vector units), which
+# flips near-tied rankings of a few queries: 1 pp is just above one query of the embedded
+# default's 167 (0.6 pp) and ten times smaller than the regressions this check exists to catch.
+# Edit the strings here (same syntax as --tol); nothing else needs to change.
 DEFAULT_TOLERANCES: dict[str, str] = {
-    "rank1": "2pp",
-    "rank5": "2pp",
-    "rank10": "2pp",
+    "rank1": "1pp",
+    "rank5": "1pp",
+    "rank10": "1pp",
     "mAP": "1pp",
     "mINP": "1pp",
 }
