@@ -275,3 +275,18 @@ def test_training_is_deterministic_under_a_seed(tiny_dataset) -> None:  # type: 
     train(b, BaselineRecipe(), images, labels, labels, cfg, progress=False)
     for (n, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), n
+
+
+@pytest.mark.slow
+def test_shipped_baseline_is_reproduced_bit_for_bit_by_reidbench_train(tmp_path: Path) -> None:
+    """`reidbench train --model baseline` on synthetic-mini rewrites the shipped checkpoint exactly.
+
+    Needs the versions in constraints.txt (what CI installs); a different torch may legitimately
+    change the bytes, which this test would then report.
+    """
+    from reidbench.models.checkpoints import sha256_file
+    from reidbench.models.registry import model_card, shipped_checkpoint
+    from reidbench.models.training import train_registered
+
+    card, path = train_registered("baseline", out=tmp_path / "baseline.safetensors", progress=False)
+    assert card.sha256 == sha256_file(shipped_checkpoint("baseline")) == model_card("baseline").sha256

@@ -70,7 +70,8 @@ def train_registered(
     images = load_images(samples, tuple(input_size), desc=f"{dataset} train")
     labels = torch.tensor([s.pid for s in samples])
     camids = torch.tensor([s.camid for s in samples])
-    feat_dim = build_backbone(backbone)[1]
+    with torch.random.fork_rng():  # probing the width must not consume the seeded init stream
+        feat_dim = build_backbone(backbone)[1]
     card = card.replace(backbone=backbone, input_size=tuple(input_size), feat_dim=feat_dim,
                         num_classes=int(labels.max()) + 1, train_dataset=dataset)  # fmt: skip
     model = build_model(card, imagenet_weights=imagenet_weights)
