@@ -161,6 +161,13 @@ def test_unknown_attack_in_list_is_one_line() -> None:
     assert "unknown attack 'mifsgm'" in line and "mifgsm" in line
 
 
+def test_amp_on_cpu_is_refused_not_silently_ignored(tmp_path: Path) -> None:
+    line = _one_line_error(CliRunner().invoke(main, ["run", "--model", "baseline", "--attack", "none", "--amp", "--device", "cpu",
+                                                     "--out", str(tmp_path / "r"), "--quiet"]))  # fmt: skip
+    assert "--amp" in line and "cuda" in line
+    assert not (tmp_path / "r").exists(), "nothing is written for a refused run"
+
+
 def test_quiet_silences_every_progress_bar(tmp_path: Path, tiny_trained_model) -> None:  # type: ignore[no-untyped-def]
     """Even the data generation's bar, which starts deep inside the dataset loader."""
     from reidbench.models.checkpoints import save_checkpoint

@@ -89,7 +89,7 @@ def build_attacks(attacks: tuple[str, ...], sweeps: dict[str, list[Any]], option
 @click.option("--draws", type=click.IntRange(1, 100), default=5, show_default=True, help="Evaluation draws of a random defense (mean and worst case reported).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=None, help="Default 128 on CPU, 512 on GPU.")
-@click.option("--amp", is_flag=True, help="bfloat16 autocast for feature extraction on CUDA (see README for its measured tolerance).")
+@click.option("--amp", is_flag=True, help="bfloat16 autocast for feature extraction on CUDA only; check it with benchmarks/check_amp.py before trusting it.")
 @click.option("--save-adv", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write PNGs of adversarial samples here.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write RUN/report.pdf at the end.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -146,6 +146,8 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
     if not modes:
         raise ParameterError("--no-adaptive and --no-oblivious leave nothing to run for defended models")
     dev = resolve_device(device)
+    if amp and dev.type != "cuda":
+        raise ParameterError(f"--amp autocasts feature extraction on CUDA only, and the device is {dev}; drop --amp or pass --device cuda")
     spec = GridSpec(models=list(models), attacks=requests, dataset=dataset, data_root=data_root,
                     defenses=list(defenses) or (DEFAULT_DEFENSES if default_grid else ["auto"]), modes=modes, targets=list(targets) or ["query"],
                     surrogates=list(surrogates), checkpoints=ck, model_options=mopts, seed=seed, rerank=rerank,
