@@ -547,3 +547,29 @@ def test_cli_refuses_non_runs(tmp_path: Path, make: str) -> None:
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
     assert not (tmp_path / "r.pdf").exists()
+
+
+def test_photographic_figures_are_embedded_as_jpeg_line_art_stays_png() -> None:
+    """Ranked-list pages made the default report 24 MB as PNG; pictures go in as JPEG (3.9 MB)."""
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from reidbench.reports.pdf import PHOTO_BYTES, compact_figure
+
+    def png(arr: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        PILImage.fromarray(arr).save(buf, "PNG")
+        return buf.getvalue()
+
+    noisy = png(np.random.default_rng(0).integers(0, 256, (900, 700, 4), dtype=np.uint8))
+    flat = np.full((900, 700, 4), 255, np.uint8)
+    flat[100:110, :, :3] = 0  # a line
+    line_art = png(flat)
+    assert len(noisy) > PHOTO_BYTES >= len(line_art)
+    out = compact_figure(noisy)
+    assert out[:3] == b"\xff\xd8\xff" and len(out) < len(noisy) / 2
+    with PILImage.open(io.BytesIO(out)) as im:
+        assert im.size == (700, 900) and im.mode == "RGB"
+    assert compact_figure(line_art) == line_art

@@ -1,5 +1,6 @@
 """The PDF report: reportlab (platypus) for text and tables, so every number is real text that a
-reader can search and copy; the figures are embedded as high-dpi PNGs.
+reader can search and copy; the figures are embedded as high-dpi PNGs (JPEG for
+photographic ones, see ``compact_figure``).
 
 Layout (A4 portrait): a title page (run, dataset and fingerprint, command, environment, models
 with checkpoint sha256, defenses), the threat models, the results tables, then one figure per
@@ -273,6 +274,24 @@ def _figure_flowables(png: bytes, number: int, title: str, caption: str, st: dic
     return [head, Spacer(1, 4), Image(io.BytesIO(png), width=w * scale, height=h * scale), Spacer(1, 6), cap]
 
 
+PHOTO_BYTES = 600_000  # a PNG figure above this is photographic (ranked lists, heatmaps over images)
+
+
+def compact_figure(png: bytes, quality: int = 85) -> bytes:
+    """The figure as embedded in the PDF: line art stays a lossless PNG; a photographic figure
+    (pictures of the samples, whose PNG is large) becomes a JPEG, which reportlab embeds as is,
+    so a report with ranked lists stays small enough to mail."""
+    if len(png) <= PHOTO_BYTES:
+        return png
+    with PILImage.open(io.BytesIO(png)) as im:
+        rgba = im.convert("RGBA")
+    flat = PILImage.new("RGB", rgba.size, "white")
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    buf = io.BytesIO()
+    flat.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def render_figures(report: Report, dpi: int) -> list[tuple[int, Any, bytes]]:
     """Draw every figure that has data: ``(index into report.figures, item, png bytes)``."""
     out = []
@@ -336,7 +355,7 @@ def write_pdf(report: Report, out: str | Path, *, dpi: int = 200) -> Path:
 
     # figures, one per page
     for n, (_, item, png) in enumerate(render_figures(report, dpi), 1):
-        story += [PageBreak(), *_figure_flowables(png, n, item.title, item.caption, st, dpi)]
+        story += [PageBreak(), *_figure_flowables(compact_figure(png), n, item.title, item.caption, st, dpi)]
 
     # sanity checks
     story += [PageBreak(), _p("Sanity checks", st["h1"])]
