@@ -180,3 +180,19 @@ def test_quiet_silences_every_progress_bar(tmp_path: Path, tiny_trained_model) -
     assert res.exit_code == 0, res.output
     assert (tmp_path / "fresh-data").is_dir(), "the data was generated in this run"
     assert "img/s" not in res.output and "%|" not in res.output, res.output
+
+
+@pytest.mark.parametrize("flag, expected", [(None, {"none", "fgsm"}), ("--no-clean", {"fgsm"})])
+def test_every_grid_gets_its_clean_reference_cell(tmp_path: Path, tiny_trained_model, flag, expected) -> None:  # type: ignore[no-untyped-def]
+    """Drops are measured from the clean cell, so a grid of attacks alone still evaluates it."""
+    import pandas as pd
+
+    from reidbench.models.checkpoints import save_checkpoint
+
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(tiny_trained_model, tiny_trained_model.card, ckpt)
+    args = ["run", "--model", "baseline", "--checkpoint", str(ckpt), "--dataset", "synthetic-tiny", "--attack", "fgsm",
+            "--out", str(tmp_path / "r"), "--quiet", "--no-report"]  # fmt: skip
+    res = CliRunner().invoke(main, args + ([flag] if flag else []))
+    assert res.exit_code == 0, res.output
+    assert set(pd.read_csv(tmp_path / "r" / "results.csv")["attack"]) == expected

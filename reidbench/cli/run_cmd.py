@@ -62,6 +62,7 @@ def build_attacks(attacks: tuple[str, ...], sweeps: dict[str, list[Any]], option
 @click.command("run")
 @click.option("--model", "models", multiple=True, help="Registered model or package.module:factory (repeat for several). Default: every model with a checkpoint.")
 @click.option("--attack", "attacks", multiple=True, help="Attack name, or none for the clean cell (repeat). Default: the standard set.")
+@click.option("--clean/--no-clean", default=True, show_default=True, help="Also evaluate every model and defense without attack: the reference the tables' drops are measured from.")
 @click.option("--defense", "defenses", multiple=True, help="auto (the model's own inference defense, e.g. JAD's CS), none, or a chain like jpeg+median (repeat). Default: auto.")
 @click.option("--adaptive/--no-adaptive", default=True, show_default=True, help="Run attacks made through the defense (BPDA/EOT).")
 @click.option("--oblivious/--no-oblivious", default=True, show_default=True, help="Run attacks made on the bare model, then defended.")
@@ -98,7 +99,7 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
         momentum: str | None, area: str | None, attack_opts: tuple[str, ...], dataset: str, data_root: Path | None,
         checkpoints: tuple[str, ...], model_opts: tuple[str, ...], out: Path, fresh: bool, resume: bool, seed: int,
         rerank: bool, distance: str | None, ap_variant: str, eot: int, draws: int, device: str, batch_size: int | None,
-        amp: bool, save_adv: Path | None, report: bool, quiet: bool) -> None:
+        amp: bool, save_adv: Path | None, report: bool, quiet: bool, clean: bool) -> None:
     """Run a benchmark grid: every --model x --defense x --attack (x sweeps), one row per cell.
 
     With no --model and no --attack it runs the default benchmark on the embedded default
@@ -142,6 +143,8 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
         requests = [AttackRequest(n, p) for n, p in DEFAULT_ATTACKS]
     else:
         requests = build_attacks(attacks or ("none",), sweeps, options)
+    if clean and not any(r.name == "none" for r in requests):
+        requests.insert(0, AttackRequest("none"))
     modes = [m for m, on in (("oblivious", oblivious), ("adaptive", adaptive)) if on]
     if not modes:
         raise ParameterError("--no-adaptive and --no-oblivious leave nothing to run for defended models")
