@@ -573,3 +573,14 @@ def test_photographic_figures_are_embedded_as_jpeg_line_art_stays_png() -> None:
     with PILImage.open(io.BytesIO(out)) as im:
         assert im.size == (700, 900) and im.mode == "RGB"
     assert compact_figure(line_art) == line_art
+
+
+def test_ranked_list_rows_name_the_attack_mode(records: list[CellResult]) -> None:
+    """A defended model's ranked lists show oblivious and adaptive rows; the label must say which."""
+    from reidbench.reports import plots as P
+
+    ob = _find(records, model="jad", attack="mifgsm", defense="cs", mode="oblivious")
+    ad = _find(records, model="jad", attack="mifgsm", defense="cs", mode="adaptive")
+    assert ", oblivious — R1" in P._attack_text(ob) and ", adaptive — R1" in P._attack_text(ad)
+    bare = next(r for r in records if r.config.model == "baseline" and r.config.defense == "none" and r.config.attack == "mifgsm")
+    assert "oblivious" not in P._attack_text(bare) and "adaptive" not in P._attack_text(bare)

@@ -199,6 +199,8 @@ def _threats(run: RunData) -> tuple[list[str], list[Table]]:
     return lines, tables
 
 
+MAX_RANKED_FIGURES = 12  # one page per model as evaluated
+
 _FIG_TEXT: dict[str, tuple[str, str]] = {
     "eps": ("Robustness curves: mAP against the attack budget",
             "One panel per attack run at several budgets; one line per model as evaluated (defended rows carry the "
@@ -247,10 +249,14 @@ def _figures(run: RunData) -> list[FigureItem]:
     items.append(FigureItem("fmap", *_FIG_TEXT["fmap"], lambda: P.plot_feature_map_bars(recs, man)))
     if arts:
         items.append(FigureItem("aos", *_FIG_TEXT["aos"], lambda: P.plot_occlusion_heatmaps(recs, arts, man)))
-        for row in P.ranked_list_rows(recs, arts, man)[:4]:
+        rows = P.ranked_list_rows(recs, arts, man)
+        for row in rows[:MAX_RANKED_FIGURES]:
             title, cap = _FIG_TEXT["ranked"]
             items.append(FigureItem(f"ranked-{row.label()}", f"{title}: {row.label()}", cap,
                                     lambda row=row: P.plot_ranked_lists(recs, arts, man, row=row)))  # type: ignore[misc]  # fmt: skip
+        if len(rows) > MAX_RANKED_FIGURES:
+            left = ", ".join(r.label() for r in rows[MAX_RANKED_FIGURES:])
+            items[-1].caption += f" Not shown (the report keeps {MAX_RANKED_FIGURES} ranked-list pages): {left}."
         items.append(FigureItem("perturbation", *_FIG_TEXT["perturbation"], lambda: P.plot_perturbations(recs, arts, man)))
     if scope:
         for it in items:

@@ -312,6 +312,11 @@ def plot_ranked_lists(records: Sequence[CellResult], artifacts: Artifacts, manif
     cands = [r for r in _ordered(records, artifacts, manifest) if C.row_of(r).clean_key == row]
     if not cands:
         return None
+    # a defended model: each attack's oblivious row next to its adaptive one
+    order: dict[Any, int] = {}
+    for i, r in enumerate(cands):
+        order.setdefault(C.attack_of(r), i)
+    cands.sort(key=lambda r: (order[C.attack_of(r)], r.config.eps or 0, r.config.area or 0, r.config.mode == "adaptive"))
     # the query shown: the one that most of these cells recorded
     counts: dict[int, int] = {}
     for r in cands:
@@ -380,6 +385,8 @@ def _attack_text(r: CellResult) -> str:
         s += f" (transfer from {c.surrogate})"
     if c.target not in ("query", "none"):
         s += f" [{c.target} attacked]"
+    if c.mode in ("oblivious", "adaptive"):
+        s += f", {c.mode}"
     return s + f" — R1 {r.rank1:.1f}, mAP {r.mAP:.1f}"
 
 
