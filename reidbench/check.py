@@ -265,15 +265,21 @@ class Golden:
     created: str
     reidbench_version: str
 
+    def parsed_tolerances(self) -> list[tuple[str, ToleranceRule]]:
+        """The file's ``tolerances`` entries (selector as written, rule); an invalid one is a GoldenError naming it."""
+        out = []
+        for selector, value in self.tolerances.items():
+            try:
+                out.append((selector, parse_rule(f"{selector}={value}", "golden")))
+            except ToleranceError as exc:
+                raise GoldenError(f"golden file {self.path}: 'tolerances.{selector}' is not valid: {exc}") from None
+        return out
+
     def rules(self) -> list[ToleranceRule]:
         """The file's tolerance rules, each checked to match at least one of its cells."""
         attacks = {cid: c.attack for cid, c in self.cells.items()}
         out = []
-        for selector, value in self.tolerances.items():
-            try:
-                rule = parse_rule(f"{selector}={value}", "golden")
-            except ToleranceError as exc:
-                raise GoldenError(f"golden file {self.path}: 'tolerances.{selector}' is not valid: {exc}") from None
+        for selector, rule in self.parsed_tolerances():
             reason = unmatched_reason(rule, attacks)
             if reason:
                 raise GoldenError(f"golden file {self.path}: 'tolerances.{selector}' matches nothing ({reason}); fix or delete that rule")
@@ -770,11 +776,7 @@ def update_golden(run_dir: str | Path, golden_path: str | Path, tols: Sequence[s
     tolerances: dict[str, str] = {}
     kept, dropped, notes = [], [], []
     if previous is not None:
-        for selector, value in previous.tolerances.items():
-            try:
-                rule = parse_rule(f"{selector}={value}", "golden")
-            except ToleranceError as exc:
-                raise GoldenError(f"golden file {golden_path}: 'tolerances.{selector}' is not valid: {exc}") from None
+        for _, rule in previous.parsed_tolerances():
             reason = unmatched_reason(rule, attacks)
             if reason:
                 dropped.append(f"{rule} ({reason})")
