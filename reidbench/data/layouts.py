@@ -460,6 +460,18 @@ QUERY_CAMID = 0
 GALLERY_CAMID = 1
 
 
+def _load_body_folders(root: Path, name: str, display: str, candidates: tuple[str, ...], query_dir: str,
+                       example: str) -> ReIDDataset:  # fmt: skip
+    """A test-only set of two folders: ``query_dir/`` (queries, camid 0) and ``whole_body_images/``
+    (gallery, camid 1), looked for under each of ``candidates``; the hint names the first."""
+    hint = data_root_hint(candidates[0])
+    required = (f"{query_dir}/", "whole_body_images/")
+    folder = find_dataset_folder(root, display, dict.fromkeys(candidates, required), hint)
+    query = read_body_images(folder / query_dir, display, QUERY_CAMID, BODY_PATTERN, example)
+    gallery = read_body_images(folder / "whole_body_images", display, GALLERY_CAMID, BODY_PATTERN, example)
+    return ReIDDataset(name=name, root=folder, train=[], query=query, gallery=gallery)
+
+
 def load_occluded_reid(root: Path) -> ReIDDataset:
     """Occluded-REID.
 
@@ -480,22 +492,12 @@ def load_occluded_reid(root: Path) -> ReIDDataset:
         - images: 2,000; 1,000 (query) + 1,000 (gallery).
         - cameras: not labelled (mobile cameras).
     """
-    hint = data_root_hint("Occluded_REID")
-    required = ("occluded_body_images/", "whole_body_images/")
     candidates = (
         "Occluded_REID",
         "ICME2018_Occluded-Person-Reidentification_datasets/Occluded_REID",
         ".",
     )
-    folder = find_dataset_folder(root, "Occluded-REID", dict.fromkeys(candidates, required), hint)
-    example = "001_01.tif"
-    query = read_body_images(
-        folder / "occluded_body_images", "Occluded-REID", QUERY_CAMID, BODY_PATTERN, example
-    )
-    gallery = read_body_images(
-        folder / "whole_body_images", "Occluded-REID", GALLERY_CAMID, BODY_PATTERN, example
-    )
-    return ReIDDataset(name="occluded_reid", root=folder, train=[], query=query, gallery=gallery)
+    return _load_body_folders(root, "occluded_reid", "Occluded-REID", candidates, "occluded_body_images", "001_01.tif")
 
 
 def load_partial_reid(root: Path) -> ReIDDataset:
@@ -518,18 +520,8 @@ def load_partial_reid(root: Path) -> ReIDDataset:
         - images: 600; 300 (query) + 300 (gallery).
         - cameras: not labelled.
     """
-    hint = data_root_hint("Partial-REID_Dataset")
-    required = ("partial_body_images/", "whole_body_images/")
     candidates = ("Partial-REID_Dataset", "Partial_REID", ".")
-    folder = find_dataset_folder(root, "Partial-REID", dict.fromkeys(candidates, required), hint)
-    example = "001_001.jpg"
-    query = read_body_images(
-        folder / "partial_body_images", "Partial-REID", QUERY_CAMID, BODY_PATTERN, example
-    )
-    gallery = read_body_images(
-        folder / "whole_body_images", "Partial-REID", GALLERY_CAMID, BODY_PATTERN, example
-    )
-    return ReIDDataset(name="partial_reid", root=folder, train=[], query=query, gallery=gallery)
+    return _load_body_folders(root, "partial_reid", "Partial-REID", candidates, "partial_body_images", "001_001.jpg")
 
 
 P_DUKE_FOLDERS = (
