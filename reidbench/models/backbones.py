@@ -61,20 +61,20 @@ def _load_imagenet(net: nn.Module, path: str | Path) -> None:
         )
 
 
-def resnet50(imagenet_weights: str | Path | None = None) -> tuple[nn.Module, int]:
-    net = tv_resnet.resnet50(weights=None)
+def _torchvision_trunk(net: tv_resnet.ResNet, dim: int, imagenet_weights: str | Path | None) -> tuple[nn.Module, int]:
+    """A torchvision ResNet as a re-ID trunk: optional local ImageNet weights, last stride 1."""
     if imagenet_weights:
         _load_imagenet(net, imagenet_weights)
     _last_stride_one(net)
-    return _ResNetTrunk(net), 2048
+    return _ResNetTrunk(net), dim
+
+
+def resnet50(imagenet_weights: str | Path | None = None) -> tuple[nn.Module, int]:
+    return _torchvision_trunk(tv_resnet.resnet50(weights=None), 2048, imagenet_weights)
 
 
 def resnet18(imagenet_weights: str | Path | None = None) -> tuple[nn.Module, int]:
-    net = tv_resnet.resnet18(weights=None)
-    if imagenet_weights:
-        _load_imagenet(net, imagenet_weights)
-    _last_stride_one(net)
-    return _ResNetTrunk(net), 512
+    return _torchvision_trunk(tv_resnet.resnet18(weights=None), 512, imagenet_weights)
 
 
 class TinyResNet(nn.Module):
