@@ -290,3 +290,28 @@ def test_shipped_baseline_is_reproduced_bit_for_bit_by_reidbench_train(tmp_path:
 
     card, path = train_registered("baseline", out=tmp_path / "baseline.safetensors", progress=False)
     assert card.sha256 == sha256_file(shipped_checkpoint("baseline")) == model_card("baseline").sha256
+
+
+def test_imagenet_weights_option_loads_a_local_torchvision_state_dict(tmp_path: Path) -> None:
+    """`--imagenet-weights PATH`: a torchvision ResNet state dict (fc dropped) loads into the trunk,
+    the last stride is 1, and a missing or mismatched file is a CheckpointError naming it."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    from reidbench.models import backbones
+
+    torch.manual_seed(1)
+    ref = tv_resnet18(weights=None)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(ref.state_dict(), path)
+    trunk, dim = backbones.resnet18(path)
+    assert dim == 512
+    assert torch.equal(trunk.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
+    assert torch.equal(trunk.stem[0].weight, ref.conv1.weight)
+    trunk.eval()
+    with torch.no_grad():
+        assert trunk(torch.rand(1, 3, 64, 32)).shape == (1, 512, 4, 2)  # stride 16, not 32
+    with pytest.raises(CheckpointError, match="not found"):
+        backbones.resnet18(tmp_path / "nope.pth")
+    torch.save({"conv1.weight": torch.zeros(3, 3)}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="do not match the backbone"):
+        backbones.resnet18(tmp_path / "bad.pth")

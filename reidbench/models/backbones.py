@@ -53,6 +53,11 @@ def _load_imagenet(net: nn.Module, path: str | Path) -> None:
     except Exception as exc:  # a truncated or non-torch file
         raise CheckpointError(f"cannot read ImageNet weights {p}: {exc}") from None
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = net.state_dict()
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+              if k in own and hasattr(v, "shape") and v.shape != own[k].shape]  # fmt: skip
+    if shapes:
+        raise CheckpointError(f"ImageNet weights {p} do not match the backbone: mis-shaped {shapes[:5]}")
     missing, unexpected = net.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
