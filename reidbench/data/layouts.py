@@ -462,7 +462,7 @@ GALLERY_CAMID = 1
 
 def _load_body_folders(root: Path, name: str, display: str, candidates: tuple[str, ...], query_dir: str,
                        example: str) -> ReIDDataset:  # fmt: skip
-    """A test-only set of two folders: ``query_dir/`` (queries, camid 0) and ``whole_body_images/``
+    """A dataset with no training split, in two folders: ``query_dir/`` (queries, camid 0) and ``whole_body_images/``
     (gallery, camid 1), looked for under each of ``candidates``; the hint names the first."""
     hint = data_root_hint(candidates[0])
     required = (f"{query_dir}/", "whole_body_images/")
