@@ -25,7 +25,7 @@ from reidbench.check import (
     parse_tolerance,
     resolve_tolerance,
 )
-from reidbench.cli import ReidbenchGroup
+from reidbench.cli import ReidbenchGroup, main
 from reidbench.cli.check_cmd import check
 from reidbench.eval.results import METRICS, CellConfig, CellResult, write_record
 
@@ -376,6 +376,56 @@ def test_malformed_golden_file(tmp_path: Path, golden: Path, invoke: Callable[..
     mutate(golden)
     res = invoke(make_run(tmp_path / "pr", BASE), "--baseline", golden)
     assert_error(res, str(golden), *fragments)
+
+
+# A golden file that would hide a collapse of the broken number: before these were refused, all but
+# the Infinity one passed ("OK ... 1 improvement", or the metric was silently not compared).
+@pytest.mark.parametrize(("cell", "metric", "mutate", "fragments"), [
+    (SMA, "mAP", lambda m: m.update(mAP=math.nan), [f"'cells.{SMA.cell_id}.metrics.mAP' is NaN", "finite"]),
+    (SMA, "rank1", lambda m: m.update(rank1=-math.inf), [f"'cells.{SMA.cell_id}.metrics.rank1' is -Infinity"]),
+    (MIFGSM, "mINP", lambda m: m.update(mINP=math.inf), [f"'cells.{MIFGSM.cell_id}.metrics.mINP' is Infinity"]),
+    (SMA, "mAP", lambda m: m.clear(), [f"'cells.{SMA.cell_id}.metrics' is empty", "guard nothing"]),
+    (SMA, "mINP", lambda m: m.pop("mINP"), [f"'cells.{SMA.cell_id}.metrics' lacks mINP, which cell", "same metrics"]),
+])  # fmt: skip
+def test_golden_file_that_would_guard_nothing(tmp_path: Path, golden: Path, cell: CellConfig, metric: str,
+                                              mutate: Callable[[dict[str, Any]], Any], fragments: list[str]) -> None:  # fmt: skip
+    edit(golden, lambda d: mutate(d["cells"][cell.cell_id]["metrics"]))
+    run = make_run(tmp_path / "pr", changed(cell, **{metric: 0.0}))  # the collapse the broken number must not hide
+    res = CliRunner().invoke(main, ["check", str(run), "--baseline", str(golden), "--junit", str(tmp_path / "check.xml")])
+    assert_error(res, f"golden file {golden} is malformed", *fragments, f"`reidbench check RUN --baseline {golden} --update`")
+    err = ET.parse(tmp_path / "check.xml").getroot().find("testsuite/testcase/error")
+    assert err is not None and "is malformed" in err.get("message", "")
+
+
+def test_out_of_range_number_literals_are_not_finite(tmp_path: Path, golden: Path) -> None:
+    text = golden.read_text()
+    for literal in ("1e999", "1" + "0" * 400):  # json reads the first as inf; the second overflows a float
+        golden.write_text(text.replace('"mAP": 25.0', f'"mAP": {literal}', 1))
+        res = CliRunner().invoke(main, ["check", str(make_run(tmp_path / "pr", BASE)), "--baseline", str(golden)])
+        assert_error(res, f"'cells.{SMA.cell_id}.metrics.mAP' is Infinity")
+
+
+def test_update_refuses_to_overwrite_a_non_finite_golden_file(tmp_path: Path, golden: Path) -> None:
+    edit(golden, lambda d: d["cells"][SMA.cell_id]["metrics"].update(mAP=math.nan))
+    before = golden.read_text()
+    res = CliRunner().invoke(main, ["check", str(make_run(tmp_path / "pr", BASE)), "--baseline", str(golden), "--update"])
+    assert_error(res, f"'cells.{SMA.cell_id}.metrics.mAP' is NaN", "delete it and re-create it")
+    assert golden.read_text() == before  # its tolerances are the user's to rescue
+
+
+def test_update_never_writes_a_non_finite_number(tmp_path: Path) -> None:
+    golden = tmp_path / "golden.json"
+    res = CliRunner().invoke(main, ["check", str(make_run(tmp_path / "a", changed(SMA, mINP=math.nan))), "-b", str(golden), "--update"])
+    assert res.exit_code == 0, res.output
+
+    def no_constants(token: str) -> Any:
+        raise AssertionError(f"golden file contains {token}")
+
+    doc = json.loads(golden.read_text(), parse_constant=no_constants)  # strict JSON: NaN is written as null
+    assert doc["cells"][SMA.cell_id]["metrics"]["mINP"] is None
+    res = CliRunner().invoke(main, ["check", str(make_run(tmp_path / "b", changed(MIFGSM, mAP=math.inf))), "-b", str(golden), "--update"])
+    assert_error(res, f"cell {MIFGSM.cell_id} ({MIFGSM.label()})", "mAP = inf")
+    assert json.loads(golden.read_text(), parse_constant=no_constants) == doc  # the earlier file is left as it was
 
 
 @pytest.mark.parametrize(("tol", "fragment"), [

@@ -1,16 +1,37 @@
 """The report as markdown (with PNG figures, and every table also as CSV and LaTeX, in a folder
-next to it) or as one self-contained HTML file (figures inlined)."""
+next to it) or as one self-contained HTML file (figures inlined).
+
+Also the one home of :func:`md_escape` and :func:`slug`, which the tables' exports and
+``reidbench check``'s markdown summary share. This module imports the report machinery (matplotlib,
+reportlab) only inside the writers, so those two helpers are cheap to import.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reidbench.eval.results import atomic_write_text
-from reidbench.reports.document import Report
-from reidbench.reports.pdf import render_figures
-from reidbench.reports.tables import Table
+
+if TYPE_CHECKING:
+    from reidbench.reports.document import Report
+    from reidbench.reports.tables import Table
+
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def md_escape(text: str) -> str:
+    """``text`` safe inside a markdown table cell or list item: ``|`` escaped, line breaks as spaces."""
+    return _NEWLINES.sub(" ", text.replace("|", "\\|"))
+
+
+def slug(text: str) -> str:
+    """A file-name- and LaTeX-label-safe id: lower case, each run of other than ``a-z0-9`` one ``-``."""
+    return _NOT_SLUG.sub("-", text.lower()).strip("-")
 
 
 def files_dir(out: Path) -> Path:
@@ -23,6 +44,8 @@ def _md_kv(rows: list[tuple[str, str]]) -> str:
 
 
 def write_markdown(report: Report, out: str | Path, *, dpi: int = 150) -> Path:
+    from reidbench.reports.pdf import render_figures
+
     out = Path(out)
     files = files_dir(out)
     files.mkdir(parents=True, exist_ok=True)
@@ -48,12 +71,12 @@ def write_markdown(report: Report, out: str | Path, *, dpi: int = 150) -> Path:
     if figs:
         md += ["## Figures", ""]
     for n, (_, item, png) in enumerate(figs, 1):
-        name = f"figure{n}-{_slug(item.key)}.png"
+        name = f"figure{n}-{slug(item.key)}.png"
         (files / name).write_bytes(png)
         md += [f"### Figure {n}. {item.title}", "", f"![Figure {n}]({files.name}/{name})", "", item.caption, ""]
     md += ["## Sanity checks", ""]
     if report.warnings:
-        md += ["| cell | warning |", "| :-- | :-- |"] + [f"| {c.replace('|', '/')} | {w.replace('|', '/')} |" for c, w in report.warnings]
+        md += ["| cell | warning |", "| :-- | :-- |"] + [f"| {md_escape(c)} | {md_escape(w)} |" for c, w in report.warnings]
     else:
         md.append("No sanity-check warnings: no cell raised one.")
     atomic_write_text(out, "\n".join(md) + "\n")
@@ -64,10 +87,6 @@ def _numbered(t: Table, i: int) -> Table:
     from dataclasses import replace
 
     return replace(t, title=f"Table {i}. {t.title}")
-
-
-def _slug(s: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in s.lower()).strip("-")
 
 
 _CSS = """body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#111;font-size:14px}
@@ -95,6 +114,8 @@ def _html_table(t: Table, title: str) -> str:
 
 
 def write_html(report: Report, out: str | Path, *, dpi: int = 150) -> Path:
+    from reidbench.reports.pdf import render_figures
+
     out = Path(out)
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(report.title)}</title><style>{_CSS}</style></head><body>",

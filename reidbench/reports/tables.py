@@ -27,6 +27,7 @@ from typing import Any
 
 from reidbench.eval.results import CellResult
 from reidbench.reports import cells as C
+from reidbench.reports.markup import md_escape, slug
 
 Value = float | None
 Cell = str | float | None | tuple[Value, ...]
@@ -126,19 +127,19 @@ class Table:
     # -- exports ---------------------------------------------------------------------------------
 
     def to_markdown(self) -> str:
-        head = [_md_escape(c.name) for c in self.columns]
+        head = [md_escape(c.name) for c in self.columns]
         align = [":--" if c.label else "--:" for c in self.columns]
-        lines = [f"**{_md_escape(self.title)}**", ""]
+        lines = [f"**{md_escape(self.title)}**", ""]
         if self.caption:
-            lines += [_md_escape(self.caption), ""]
+            lines += [md_escape(self.caption), ""]
         if self.span:
-            lines += [f"Cells: {_md_escape(self.span)}", ""]
+            lines += [f"Cells: {md_escape(self.span)}", ""]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("| " + " | ".join(align) + " |")
         for row in self.formatted():
-            lines.append("| " + " | ".join(_md_escape(x) for x in row) + " |")
+            lines.append("| " + " | ".join(md_escape(x) for x in row) + " |")
         if self.notes:
-            lines += ["", *(f"- {_md_escape(n)}" for n in self.notes)]
+            lines += ["", *(f"- {md_escape(n)}" for n in self.notes)]
         return "\n".join(lines) + "\n"
 
     def to_latex(self, label: str | None = None) -> str:
@@ -149,7 +150,7 @@ class Table:
         if self.notes:
             cap += " " + " ".join(_tex(x if x.endswith(".") else x + ".") for x in self.notes)
         out = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{cap}}}",
-               rf"\label{{{label or 'tab:reidbench-' + _slug(self.key)}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]  # fmt: skip
+               rf"\label{{{label or 'tab:reidbench-' + slug(self.key)}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]  # fmt: skip
         cols = self.span_columns
         if cols:
             a, b = cols[0], cols[-1]
@@ -190,10 +191,6 @@ def _csv_num(v: Any) -> str:
     return str(v)
 
 
-def _md_escape(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
-
-
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
         "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", DASH: "--", "Δ": r"$\Delta$", "×": r"$\times$"}  # fmt: skip
 
@@ -205,10 +202,6 @@ def _tex(s: str) -> str:
 def _tex_num(s: str) -> str:
     """Escape a cell, writing a leading minus of a number as a math minus."""
     return re.sub(r"(?<![\w.])-(?=\d)", r"$-$", _tex(s))
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -283,7 +276,7 @@ def pivot_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None 
 
 
 def _key_suffix(g: C.Grid, n: int) -> str:
-    return f"-{_slug(g.scope.dataset)}-{g.scope.ap_variant}" if n > 1 else ""
+    return f"-{slug(g.scope.dataset)}-{g.scope.ap_variant}" if n > 1 else ""
 
 
 def drop(r: CellResult, clean: CellResult | None, metric: str = "mAP") -> tuple[Value, Value]:
