@@ -215,3 +215,25 @@ def blur3x3(maps: torch.Tensor) -> torch.Tensor:
     """A 3x3 box blur of (B, gh, gw) score maps with replicate padding (AOS smooths its maps so)."""
     x = F.pad(maps.unsqueeze(1), (1, 1, 1, 1), mode="replicate")
     return F.avg_pool2d(x, 3, stride=1).squeeze(1)
+
+
+def eot_gradient(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n: int) -> torch.Tensor:
+    """The gradient of ``fn(x).sum()`` with respect to ``x``, averaged over ``n`` evaluations.
+
+    ``fn`` is evaluated afresh each time, so a random defense inside it draws afresh: this is EOT
+    (Athalye et al., "Synthesizing Robust Adversarial Examples", ICML 2018). With a deterministic
+    ``fn`` it equals the plain gradient. Summing a per-image loss keeps the images' gradients
+    separate (each image's loss depends only on that image). The metric attacks' ``eot`` and the
+    adaptive evaluation of defenses both use this one function.
+    """
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        from reidbench.errors import ParameterError
+
+        raise ParameterError(f"eot: the number of samples must be a positive integer, got {n!r}")
+    x = x.detach().requires_grad_(True)
+    total = torch.zeros_like(x)
+    for _ in range(int(n)):
+        (g,) = torch.autograd.grad(fn(x).sum(), x, allow_unused=True)
+        if g is not None:
+            total += g
+    return total / n

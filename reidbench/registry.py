@@ -1,16 +1,18 @@
-"""One small registry class, shared by models, attacks, defenses and datasets.
+r"""One small registry class, shared by models, attacks, defenses and datasets.
 
-Adding a component means one module plus a ``@REGISTRY.register("name")`` line. Names are unique;
-registering a name twice is an error. ``create(name, **kw)`` builds, ``names(pattern)`` lists with
-an fnmatch filter, and an unknown name raises :class:`UnknownNameError` with the closest names.
+Each kind wraps it in its own registration call, which builds a typed entry and ``add``\ s it:
+``register_attack`` and ``register_defense`` (class decorators), ``register_model``,
+``register_dataset`` and ``register_recipe``. Adding a component means one module plus that call. Names are unique;
+registering a name twice is an error. ``names(pattern)`` lists with an fnmatch filter, and an
+unknown name raises :class:`UnknownNameError` with the closest names.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from reidbench.errors import UnknownNameError
 
@@ -23,13 +25,6 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
-
-    def register(self, name: str) -> Callable[[T], T]:
-        def decorator(entry: T) -> T:
-            self.add(name, entry)
-            return entry
-
-        return decorator
 
     def add(self, name: str, entry: T) -> None:
         if name in self._entries:
@@ -46,12 +41,6 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}.{hint} See `reidbench list {self.kind}s` "
                 f"for the registered names."
             ) from None
-
-    def create(self, name: str, **kwargs: Any) -> Any:
-        entry = self.get(name)
-        if not callable(entry):
-            raise TypeError(f"{self.kind} {name!r} is not callable")
-        return entry(**kwargs)
 
     def names(self, pattern: str = "*") -> list[str]:
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))

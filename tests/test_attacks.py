@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -239,24 +240,31 @@ def test_model_mode_is_checked_and_restored(name: str, tiny_split: TinySplit, ba
         run(attack, (images * 255).to(torch.uint8), pids, index)
 
 
-def _map(model: nn.Module, split: TinySplit, query_feats: torch.Tensor) -> float:
+def _aps(model: nn.Module, split: TinySplit, query_feats: torch.Tensor) -> np.ndarray:
+    """Per-query AP of the valid queries."""
     with torch.no_grad():
         gf = model(split.gallery)
     dist = compute_distance(query_feats, gf, "cosine")
-    return evaluate_rank(dist, split.q_pids, split.g_pids, split.q_camids, split.g_camids, 10).mAP
+    r = evaluate_rank(dist, split.q_pids, split.g_pids, split.q_camids, split.g_camids, 10)
+    return np.asarray(r.ap)[np.asarray(r.valid)]
 
 
 # Paper defaults (15 steps for the metric attacks), but fewer queries for the query-hungry ones.
-# The fixture model is trained to ~50% clean mAP, so every attack, aimed or not, must not raise it.
+# The fixture model is trained to ~50% clean mAP.
 MAP_PARAMS = {"n_queries": 30, "stride": 20, "batch_invariant": False}
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_attack_does_not_raise_map(name: str, tiny_trained_model: nn.Module, tiny_split: TinySplit) -> None:
+    """An optimised attack never raises mAP. A random perturbation (noise, random occlusion, a
+    random feature-map region) moves each query's AP up or down by chance, so for those the claim
+    that holds is statistical: the mean paired change of per-query AP is not above two standard
+    errors (a one-sided test that a harmless-looking draw fails about 2% of the time; on another
+    machine's draw the noise cell measured +0.5 pp with a 3 pp resolution of one query in 32)."""
     model = tiny_trained_model
     index = torch.arange(len(tiny_split.query))
     with torch.no_grad():
-        clean = _map(model, tiny_split, model(tiny_split.query))
+        clean = _aps(model, tiny_split, model(tiny_split.query))
     params = {k: v for k, v in MAP_PARAMS.items() if k in ATTACKS.get(name).defaults}
     attack = create_attack(name, model, **params)
     attack.set_context(make_context(model, tiny_split))
@@ -265,9 +273,14 @@ def test_attack_does_not_raise_map(name: str, tiny_trained_model: nn.Module, tin
     else:
         with torch.no_grad():
             feats = model(attack(tiny_split.query, tiny_split.q_pids, index))
-    attacked = _map(model, tiny_split, feats)
-    assert clean > 0.3, f"the fixture model should be trained (clean mAP {clean:.3f})"
-    assert attacked <= clean + 1e-9, (name, clean, attacked)
+    attacked = _aps(model, tiny_split, feats)
+    assert clean.mean() > 0.3, f"the fixture model should be trained (clean mAP {clean.mean():.3f})"
+    diff = attacked - clean
+    if ATTACKS.get(name).family.optimised:
+        assert diff.mean() <= 1e-9, (name, clean.mean(), attacked.mean())
+    else:
+        stderr = diff.std(ddof=1) / np.sqrt(len(diff))
+        assert diff.mean() <= 2 * stderr + 1e-9, (name, clean.mean(), attacked.mean(), stderr)
 
 
 # ---------------------------------------------------------------------------------------------

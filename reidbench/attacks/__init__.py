@@ -4,6 +4,8 @@ perturbations and random noise, all in one registry.
 ``create_attack(name, model, **params)`` builds one from parameters in the CLI's units (eps and
 step in /255); ``attack_params(name, **overrides)`` resolves the full parameter set for result
 rows; ``ATTACKS.names("*")`` lists them. Importing this package registers every attack module.
+Each entry carries a :class:`Family`, a structured :class:`Threat` and its capability flags
+(:mod:`reidbench.attack_types`); code that branches on the kind of an attack asks those.
 
 ===================  ==============  ===========================================================
 family               names           what the attacker knows
@@ -24,10 +26,10 @@ noise                noise           nothing
 ===================  ==============  ===========================================================
 """
 
+from reidbench.attack_types import PIXEL_PARAMS, Access, AttackEntry, Budget, Family, Threat
 from reidbench.attacks.base import (
     ATTACKS,
     AttackContext,
-    AttackEntry,
     FeatureMapAttack,
     GradStats,
     InputAttack,
@@ -49,10 +51,15 @@ from reidbench.attacks import npo as _npo  # noqa: E402,F401  isort: skip
 from reidbench.attacks import feature_map as _feature_map  # noqa: E402,F401  isort: skip
 from reidbench.attacks import noise as _noise  # noqa: E402,F401  isort: skip
 from reidbench.attacks.classification import ClassificationAttack, GalleryClassifier  # noqa: E402
-from reidbench.attacks.factory import attack_params, create_attack  # noqa: E402
+from reidbench.attacks.factory import attack_entry, attack_params, canonical_name, create_attack  # noqa: E402
 
 __all__ = [
     "ATTACKS",
+    "PIXEL_PARAMS",
+    "Access",
+    "Budget",
+    "Family",
+    "Threat",
     "AttackContext",
     "AttackEntry",
     "ClassificationAttack",
@@ -61,7 +68,9 @@ __all__ = [
     "GradStats",
     "InputAttack",
     "MetricAttack",
+    "attack_entry",
     "attack_params",
+    "canonical_name",
     "create_attack",
     "image_generators",
     "image_seed",

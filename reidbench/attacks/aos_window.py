@@ -13,14 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reidbench.attacks.base import (
-    AttackContext,
-    InputAttack,
-    check_area,
-    check_range,
-    mean_colour,
-    register_attack,
-)
+from reidbench.attack_types import Access, Budget, Family, Threat
+from reidbench.attacks.base import AttackContext, InputAttack, mean_colour, register_attack
+from reidbench.params import check_area, check_range
 
 
 def window_grid(h: int, w: int, area: float, stride: int) -> tuple[int, int, list[int], list[int]]:
@@ -38,12 +33,13 @@ def window_grid(h: int, w: int, area: float, stride: int) -> tuple[int, int, lis
 
 @register_attack(
     "aos-window",
-    family="occlusion",
-    threat=(
-        "score-based queries of the embedding (no gradients, no labels, no other images): tries every position "
-        "of a mean-colour square and keeps the one that moves the embedding most; occluded fraction `area`"
+    family=Family.OCCLUSION,
+    threat=Threat(
+        Access.SCORES,
+        "queries of the embedding (no gradients, no labels, no other images): tries every position of a "
+        "mean-colour square and keeps the one that moves the embedding most",
+        budget=Budget.AREA, scope="occluded fraction set by area",
     ),
-    defaults={"area": 0.1, "stride": 10},
     description="AOS worst-case sliding window: the square occlusion that most lowers the cosine to the clean embedding",
 )
 class AOSWindow(InputAttack):

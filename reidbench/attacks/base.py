@@ -24,7 +24,6 @@ bigger batches than the CPU and gets the same perturbations.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -34,8 +33,13 @@ from torch import nn
 from torch.nn import functional as F
 from torchattacks.attack import Attack as TorchAttack
 
+from reidbench.attack_types import AttackEntry, Family, Threat, signature_defaults
+from reidbench.attacks.telemetry import GradStats
 from reidbench.errors import ModelModeError, ParameterError
+from reidbench.ops import eot_gradient
+from reidbench.params import check_eps, check_range
 from reidbench.registry import Registry
+from reidbench.seeding import generators, stream_seed
 
 
 @dataclass(eq=False)
@@ -89,40 +93,6 @@ def check_eval(model: nn.Module, who: str) -> None:
         )
 
 
-def check_eps(eps: float, who: str) -> None:
-    """``eps`` in [0,1] units; reject negative and absurd budgets (> 64/255)."""
-    if not 0.0 <= eps <= 64 / 255:
-        raise ParameterError(f"{who}: eps {eps * 255:.3g}/255 is out of range; use 0 <= eps <= 64 (in /255 units)")
-
-
-def check_range(who: str, name: str, value: Any, lo: float, hi: float, *, integer: bool = False,
-                scale: float = 1.0, unit: str = "") -> None:
-    """``lo <= value <= hi`` (and an int when ``integer``); the message shows ``value * scale``."""
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or not lo <= value <= hi:
-        shown = _fmt(value * scale) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
-        kind = "an integer" if integer else "a number"
-        raise ParameterError(
-            f"{who}: {name} {shown}{unit} is out of range; use {kind} with "
-            f"{_fmt(lo * scale)} <= {name} <= {_fmt(hi * scale)}{unit}"
-        )
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:.4g}"
-
-
-def check_choice(who: str, name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ParameterError(f"{who}: {name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
-
-
-def check_area(who: str, area: float | None, lo: float = 0.01, hi: float = 0.9) -> None:
-    """An occluded fraction of the image: ``None`` (the paper's random range) or a number in [lo, hi]."""
-    if area is not None:
-        check_range(who, "area", area, lo, hi)
-
-
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
 
@@ -136,30 +106,18 @@ def mean_colour(model: nn.Module | None, like: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Seeded randomness per image
+# Seeded randomness per image (see reidbench.seeding)
 # ---------------------------------------------------------------------------------------------
-
-_MASK64 = (1 << 64) - 1
-
-
-def _mix64(z: int) -> int:
-    """SplitMix64's finaliser: a well-spread 64-bit hash of ``z``."""
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
 
 
 def image_seed(seed: int, stream: str, index: int) -> int:
     """The seed of one image's generator: a hash of (run seed, attack name, image index)."""
-    h = _mix64(int(seed) & _MASK64)
-    h = _mix64(h ^ zlib.crc32(stream.encode()))
-    return _mix64(h ^ (int(index) & _MASK64)) >> 1  # torch seeds must fit in a signed int64
+    return stream_seed(seed, stream, index)
 
 
 def image_generators(seed: int, stream: str, index: torch.Tensor) -> list[torch.Generator]:
     """One CPU generator per image. Draws are made on CPU and moved, so they match on every device."""
-    return [torch.Generator().manual_seed(image_seed(seed, stream, int(i))) for i in index.tolist()]
+    return generators(seed, stream, index)
 
 
 def as_index(index: torch.Tensor | Sequence[int] | None, n: int, who: str) -> torch.Tensor:
@@ -193,8 +151,8 @@ class _Attack:
     """What all three kinds share: the threat-model flags, the context and seeded generators."""
 
     name: ClassVar[str] = ""
-    family: ClassVar[str] = ""
-    threat: ClassVar[str] = ""
+    family: ClassVar[Family]
+    threat: ClassVar[Threat]
     uses_labels: ClassVar[bool] = False
     uses_guides: ClassVar[bool] = False
     uses_prototypes: ClassVar[bool] = False
@@ -268,58 +226,6 @@ class InputAttack(_Attack):
         return out.detach()
 
 
-class GradStats:
-    """Gradient-masking telemetry, accumulated over every batch of a cell.
-
-    Per attack step: the fraction of exactly-zero gradient entries, the fraction of images whose
-    whole gradient is zero, and the mean |g|. A gradient that vanishes (a defense that masks
-    gradients, SMA without its random start) shows up here instead of as a "robust" model.
-    """
-
-    def __init__(self) -> None:
-        self.zero: list[float] = []
-        self.zero_images: list[float] = []
-        self.abs_sum: list[float] = []
-        self.entries: list[int] = []
-        self.images: list[int] = []
-        self.no_objective = 0  # images the attack had nothing to push against (e.g. no guide)
-
-    def add(self, step: int, g: torch.Tensor, active: torch.Tensor | None = None) -> None:
-        """Record one step's gradient; rows where ``active`` is False are left out (and counted
-        once, at step 0): an image without any guide has no loss, not a masked gradient."""
-        while len(self.zero) <= step:
-            for acc in (self.zero, self.zero_images, self.abs_sum, self.entries, self.images):
-                acc.append(0)
-        if active is not None:
-            active = active.to(g.device).bool()
-            if step == 0:
-                self.no_objective += int((~active).sum())
-            g = g[active]
-        flat = g.detach().reshape(g.shape[0], -1)
-        self.zero[step] += int((flat == 0).sum())
-        self.zero_images[step] += int((flat == 0).all(dim=1).sum())
-        self.abs_sum[step] += float(flat.abs().sum(dtype=torch.float64))
-        self.entries[step] += flat.numel()
-        self.images[step] += flat.shape[0]
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready: per-step lists, plus the overall zero fraction and the smallest mean |g|."""
-        zero = [z / max(n, 1) for z, n in zip(self.zero, self.entries, strict=True)]
-        zimg = [z / max(n, 1) for z, n in zip(self.zero_images, self.images, strict=True)]
-        mean_abs = [s / max(n, 1) for s, n in zip(self.abs_sum, self.entries, strict=True)]
-        total = sum(self.entries)
-        return {
-            "grad_steps": len(zero),
-            "grad_zero_frac": sum(self.zero) / total if total else None,
-            "grad_zero_image_frac": sum(self.zero_images) / sum(self.images) if total else None,
-            "grad_mean_abs_min": min(mean_abs) if mean_abs else None,
-            "grad_no_objective_images": self.no_objective,
-            "grad_zero_frac_per_step": zero,
-            "grad_zero_image_frac_per_step": zimg,
-            "grad_mean_abs_per_step": mean_abs,
-        }
-
-
 class MetricAttack(_Attack, TorchAttack):
     """Base of the gradient attacks: a ``torchattacks.Attack`` with reidbench's checks.
 
@@ -331,7 +237,7 @@ class MetricAttack(_Attack, TorchAttack):
     clamped to [0,1] (:meth:`project`).
     """
 
-    family: ClassVar[str] = "metric"
+    family: ClassVar[Family] = Family.METRIC
     differentiable: ClassVar[bool] = True
     queries_model: ClassVar[bool] = True
     _active: torch.Tensor | None = None  # images with an objective this call (guide attacks set it)
@@ -379,12 +285,7 @@ class MetricAttack(_Attack, TorchAttack):
         ``loss_fn`` maps normalised embeddings (B, D) to per-image losses (B,) to be maximised.
         With ``eot == 1`` this is the plain gradient.
         """
-        total = torch.zeros_like(adv)
-        for _ in range(self.eot):
-            x = adv.detach().requires_grad_(True)
-            loss = loss_fn(self.features(x)).sum()
-            total += torch.autograd.grad(loss, x)[0]
-        grad = total / self.eot
+        grad = eot_gradient(lambda x: loss_fn(self.features(x)), adv, self.eot)
         self._grad_stats.add(self._step, grad, self._active)
         self._step += 1
         return grad
@@ -468,7 +369,7 @@ class FeatureMapAttack(_Attack):
     transform, backbone, hook, head) with the same checks as the input attacks.
     """
 
-    family: ClassVar[str] = "feature-map"
+    family: ClassVar[Family] = Family.FEATURE_MAP
 
     def __init__(self, model: nn.Module | None = None, **params: Any) -> None:
         self.model = model
@@ -496,33 +397,22 @@ class FeatureMapAttack(_Attack):
             return head(self.hook(getattr(model, "feature_map")(x), idx))  # noqa: B009
 
 
-@dataclass(frozen=True)
-class AttackEntry:
-    """A registered attack: its class, defaults (eps/step in /255 units) and description."""
-
-    name: str
-    cls: type
-    family: str
-    threat: str
-    defaults: dict[str, Any]
-    description: str
-
-
 ATTACKS: Registry[AttackEntry] = Registry("attack")
 
 
-def register_attack(name: str, *, family: str, threat: str, defaults: dict[str, Any], description: str) -> Callable[[type], type]:
+def register_attack(name: str, *, family: Family, threat: Threat, description: str) -> Callable[[type], type]:
     """Class decorator: register an attack class under ``name``.
 
-    ``defaults`` are in the CLI's units (eps and step in /255) and name every parameter a user
-    may set; ``create_attack`` converts them and passes them to the constructor.
+    The user-settable parameters and their defaults are read from the constructor's signature
+    (``eps``/``step`` converted to /255 units, see :data:`reidbench.attack_types.PIXEL_PARAMS`);
+    ``create_attack`` converts them back and passes them to the constructor.
     """
 
     def deco(cls: type) -> type:
         cls.name = name  # type: ignore[attr-defined]
         cls.family = family  # type: ignore[attr-defined]
         cls.threat = threat  # type: ignore[attr-defined]
-        ATTACKS.add(name, AttackEntry(name, cls, family, threat, dict(defaults), description))
+        ATTACKS.add(name, AttackEntry(name, cls, family, threat, signature_defaults(cls), description))
         return cls
 
     return deco

@@ -11,6 +11,7 @@ https://arxiv.org/abs/2010.01950
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any, ClassVar
 
@@ -20,14 +21,16 @@ from torch import nn
 from torch.nn import functional as F
 from torchattacks.attack import Attack as TorchAttack
 
-from reidbench.attacks.base import MetricAttack, check_eps, check_range, image_seed, register_attack
+from reidbench.attack_types import Access, Budget, Family, Threat
+from reidbench.attacks.base import MetricAttack, image_seed, register_attack
 from reidbench.errors import ParameterError, UnknownNameError
+from reidbench.params import check_eps, check_range
 
 GALLERY_AWARE = (
     "gallery-aware: knows the attacked images' identities and every gallery identity's mean clean embedding "
     "(a classifier over the gallery identities), a stronger threat model than the metric attacks"
 )
-THREAT = f"white-box and {GALLERY_AWARE}; L-inf budget eps"
+THREAT = Threat(Access.WHITE_BOX, knows=GALLERY_AWARE, budget=Budget.LINF)
 SCALE = 30.0
 
 
@@ -75,8 +78,8 @@ class ClassificationAttack(MetricAttack):
     (``grad_stats``) is not recorded because the gradients stay inside torchattacks.
     """
 
-    family: ClassVar[str] = "classification"
-    threat: ClassVar[str] = THREAT
+    family: ClassVar[Family] = Family.CLASSIFICATION
+    threat: ClassVar[Threat] = THREAT
     uses_labels = True
     uses_prototypes = True
     tk_name: ClassVar[str] = ""
@@ -141,22 +144,35 @@ class ClassificationAttack(MetricAttack):
         return out.detach()
 
 
+def torchattacks_classes() -> dict[str, type]:
+    """Every torchattacks attack class, by name (``Attack`` and ``MultiAttack`` are not attacks)."""
+    out = {}
+    for name in dir(torchattacks):
+        cls = getattr(torchattacks, name)
+        if isinstance(cls, type) and issubclass(cls, TorchAttack) and name not in ("Attack", "MultiAttack"):
+            out[name] = cls
+    return out
+
+
 def torchattacks_class(name: str) -> type:
-    cls = getattr(torchattacks, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, TorchAttack)) or name in ("Attack", "MultiAttack"):
-        raise UnknownNameError(f"torchattacks has no attack {name!r}; use a class name such as PGD, APGDT, FAB or Square")
-    return cls
+    """The torchattacks class called ``name``, matched case-insensitively (``pgd`` -> ``PGD``)."""
+    classes = torchattacks_classes()
+    by_lower = {n.lower(): n for n in classes}
+    if name.lower() in by_lower:
+        return classes[by_lower[name.lower()]]
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join('tk:' + by_lower[c] for c in close)}?" if close else ""
+    raise UnknownNameError(f"torchattacks has no attack {name!r}.{hint} Use a class name such as tk:PGD, tk:APGDT, "
+                           "tk:FAB or tk:Square; `reidbench list attacks` lists them")
 
 
 def generic_attack(name: str) -> type[ClassificationAttack]:
     """The class behind ``tk:NAME``: any torchattacks attack on the gallery classifier."""
-    tk_name = name.removeprefix("tk:")
-    torchattacks_class(tk_name)
+    tk_name = torchattacks_class(name[3:] if name.lower().startswith("tk:") else name).__name__
     return type(f"TK{tk_name}", (ClassificationAttack,), {"name": f"tk:{tk_name}", "tk_name": tk_name})
 
 
-@register_attack("pgd", family="classification", threat=THREAT,
-                 defaults={"eps": 5, "step": 1, "steps": 15, "random_start": True, "scale": SCALE, "batch_invariant": True},
+@register_attack("pgd", family=Family.CLASSIFICATION, threat=THREAT,
                  description="torchattacks PGD (cross-entropy) on the gallery-identity classifier")
 class PGD(ClassificationAttack):
     r"""PGD (Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
@@ -193,8 +209,7 @@ class _APGD(ClassificationAttack):
                          n_restarts=n_restarts)
 
 
-@register_attack("apgd-ce", family="classification", threat=THREAT,
-                 defaults={"eps": 5, "steps": 15, "n_restarts": 1, "scale": SCALE, "batch_invariant": True},
+@register_attack("apgd-ce", family=Family.CLASSIFICATION, threat=THREAT,
                  description="torchattacks APGD-CE (AutoAttack's step-size-free PGD) on the gallery-identity classifier")
 class APGDCE(_APGD):
     r"""APGD with cross-entropy (Croce & Hein, "Reliable evaluation of adversarial robustness
@@ -211,8 +226,7 @@ class APGDCE(_APGD):
     tk_fixed = {"loss": "ce", "norm": "Linf"}
 
 
-@register_attack("apgd-dlr", family="classification", threat=THREAT,
-                 defaults={"eps": 5, "steps": 15, "n_restarts": 1, "scale": SCALE, "batch_invariant": True},
+@register_attack("apgd-dlr", family=Family.CLASSIFICATION, threat=THREAT,
                  description="torchattacks APGD-DLR (scale-free margin loss) on the gallery-identity classifier")
 class APGDDLR(_APGD):
     r"""APGD with the difference-of-logits-ratio loss (Croce & Hein, ICML 2020,
@@ -228,9 +242,9 @@ class APGDDLR(_APGD):
     tk_fixed = {"loss": "dlr", "norm": "Linf"}
 
 
-@register_attack("square", family="classification",
-                 threat=f"score-based black-box (the classifier's logits, no gradients) and {GALLERY_AWARE}; L-inf budget eps",
-                 defaults={"eps": 5, "n_queries": 1000, "p_init": 0.8, "scale": SCALE, "batch_invariant": True},
+@register_attack("square", family=Family.CLASSIFICATION,
+                 threat=Threat(Access.SCORES, "black-box (the classifier's logits, no gradients)", knows=GALLERY_AWARE,
+                               budget=Budget.LINF),
                  description="torchattacks Square (score-based black-box random search) on the gallery-identity classifier")
 class Square(ClassificationAttack):
     r"""Square Attack (Andriushchenko et al., ECCV 2020, https://arxiv.org/abs/1912.00049) on
@@ -260,8 +274,7 @@ class Square(ClassificationAttack):
                          p_init=p_init)
 
 
-@register_attack("cw", family="classification", threat=f"white-box and {GALLERY_AWARE}; L2, no eps (not comparable with L-inf budgets)",
-                 defaults={"c": 1.0, "kappa": 0.0, "steps": 50, "lr": 0.01, "scale": SCALE, "batch_invariant": True},
+@register_attack("cw", family=Family.CLASSIFICATION, threat=Threat(Access.WHITE_BOX, knows=GALLERY_AWARE, budget=Budget.L2),
                  description="torchattacks CW (L2, ignores eps) on the gallery-identity classifier")
 class CW(ClassificationAttack):
     r"""Carlini & Wagner's L2 attack ("Towards Evaluating the Robustness of Neural Networks",

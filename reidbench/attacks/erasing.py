@@ -11,13 +11,9 @@ import torch
 from torch import nn
 
 from reidbench import ops
-from reidbench.attacks.base import (
-    InputAttack,
-    check_area,
-    check_choice,
-    mean_colour,
-    register_attack,
-)
+from reidbench.attack_types import Access, Budget, Family, Threat
+from reidbench.attacks.base import InputAttack, mean_colour, register_attack
+from reidbench.params import check_area, check_choice
 
 FILLS = ("mean", "random", "zero")
 DEFAULT_AREA = (0.02, 0.4)
@@ -37,9 +33,9 @@ def feasible_aspect(area: float, h: int, w: int) -> tuple[float, float]:
 
 @register_attack(
     "erasing",
-    family="occlusion",
-    threat="no knowledge of the model; one random rectangle of the image is erased (area fixed by `area`)",
-    defaults={"area": None, "fill": "mean"},
+    family=Family.OCCLUSION,
+    threat=Threat(Access.NONE, budget=Budget.AREA,
+                  scope="one random rectangle of the image is erased (its area fraction set by area)"),
     description="random erasing at test time (ETNDNet Fig. 6b): one rectangle per image, random aspect and position",
 )
 class RandomErasing(InputAttack):

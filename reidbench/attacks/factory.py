@@ -12,13 +12,33 @@ from typing import Any
 
 from torch import nn
 
+from reidbench.attack_types import PIXEL_PARAMS, AttackEntry, Family
 from reidbench.attacks.base import ATTACKS
-from reidbench.attacks.classification import SCALE, generic_attack
+from reidbench.attacks.classification import SCALE, THREAT, generic_attack
 from reidbench.errors import ParameterError
+from reidbench.params import parse_bool
 
-PIXEL_PARAMS = ("eps", "step", "alpha")  # in /255 units on the command line
 TK_PREFIX = "tk:"
 TK_DEFAULTS: dict[str, Any] = {"scale": SCALE, "batch_invariant": True}
+
+
+def is_torchattacks(name: str) -> bool:
+    return name.lower().startswith(TK_PREFIX)
+
+
+def canonical_name(name: str) -> str:
+    """``tk:pgd`` -> ``tk:PGD``; registered names are returned as they are."""
+    return generic_attack(name).name if is_torchattacks(name) else name
+
+
+def attack_entry(name: str) -> AttackEntry:
+    """The registry entry of attack ``name``; ``tk:NAME`` gets an entry built on the fly (the
+    torchattacks class on the gallery-identity classifier, matched case-insensitively)."""
+    if is_torchattacks(name):
+        cls = generic_attack(name)
+        return AttackEntry(cls.name, cls, Family.CLASSIFICATION, THREAT, dict(TK_DEFAULTS),
+                           f"torchattacks.{cls.tk_name} on the gallery-identity classifier")
+    return ATTACKS.get(name)
 
 
 def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
@@ -27,11 +47,7 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
         return value
     low = value.strip().lower()
     if isinstance(default, bool):
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise ParameterError(f"{name}: {key} must be true or false, not {value!r}")
+        return parse_bool(value, name, key)
     if low in ("none", "null"):
         return None
     try:
@@ -41,17 +57,30 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
     return int(number) if isinstance(default, int) and number.is_integer() else number
 
 
+def _normalise(value: Any, default: Any) -> Any:
+    """A number as the type of its default, so ``--eps 5`` given as 5.0 is the cell ``eps=5``:
+    cell ids hash the parameters, and must not depend on how a number was typed."""
+    if isinstance(value, bool) or isinstance(default, bool):
+        return value
+    if isinstance(value, float) and value.is_integer() and not isinstance(default, float):
+        return int(value)
+    if isinstance(value, int) and isinstance(default, float):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v, None) for v in value] if not isinstance(default, (list, tuple)) else [
+            _normalise(v, d) for v, d in zip(value, list(default) + [None] * len(value))]
+    return value
+
+
 def attack_params(name: str, **overrides: Any) -> dict[str, Any]:
     """Every parameter of attack ``name`` with ``overrides`` applied, in the CLI's units.
 
     An unknown parameter name raises :class:`ParameterError` naming the valid ones. For
     ``tk:NAME`` any keyword is accepted here (torchattacks' own names are checked on creation).
     """
-    if name.startswith(TK_PREFIX):
-        generic_attack(name)
-        defaults = dict(TK_DEFAULTS)
-    else:
-        defaults = ATTACKS.get(name).defaults
+    entry = attack_entry(name)
+    defaults = entry.defaults
+    if not is_torchattacks(name):
         unknown = sorted(set(overrides) - set(defaults))
         if unknown:
             raise ParameterError(
@@ -61,7 +90,7 @@ def attack_params(name: str, **overrides: Any) -> dict[str, Any]:
     params = dict(defaults)
     for key, value in overrides.items():
         value = _coerce(name, key, value, defaults.get(key))
-        params[key] = list(value) if isinstance(value, tuple) else value
+        params[key] = _normalise(value, defaults.get(key))
     return params
 
 
@@ -74,7 +103,7 @@ def create_attack(name: str, model: nn.Module | None, **params: Any) -> Any:
     ``create_attack("tk:PGD", model, eps=8, alpha=2, steps=10)``.
     """
     resolved = attack_params(name, **params)
-    cls = generic_attack(name) if name.startswith(TK_PREFIX) else ATTACKS.get(name).cls
+    cls = attack_entry(name).cls
     kwargs = {}
     for key, value in resolved.items():
         if key in PIXEL_PARAMS and value is not None:

@@ -14,18 +14,15 @@ import torch
 from torch import nn
 
 from reidbench import ops
-from reidbench.attacks.base import (
-    FeatureMapAttack,
-    as_index,
-    check_choice,
-    check_range,
-    register_attack,
-)
+from reidbench.attack_types import Access, Budget, Family, Threat
+from reidbench.attacks.base import FeatureMapAttack, as_index, register_attack
 from reidbench.errors import ParameterError
+from reidbench.params import check_choice, check_range
 
-THREAT = (
-    "not an input attack: perturbs the backbone's feature map at test time (a stress test of the representation, "
-    "ETNDNet Fig. 6a); one random region per image, area fraction `area`"
+THREAT = Threat(
+    Access.INTERNAL,
+    "perturbs the backbone's feature map at test time (a stress test of the representation, ETNDNet Fig. 6a)",
+    budget=Budget.AREA, scope="one random region per image, area fraction set by area",
 )
 NOISE_MODES = ("replace", "multiply")
 
@@ -69,7 +66,7 @@ class _FeatureMapPerturbation(FeatureMapAttack):
         return torch.cat([self.perturb_one(fmap[i : i + 1], g) for i, g in enumerate(self.generators(idx))])
 
 
-@register_attack("fmap-erase", family="feature-map", threat=THREAT, defaults={"area": [0.02, 0.4]},
+@register_attack("fmap-erase", family=Family.FEATURE_MAP, threat=THREAT,
                  description="ETNDNet feature-map erasing: a random region of the map is set to 0")
 class FeatureMapErase(_FeatureMapPerturbation):
     r"""ETNDNet's erasing (Eq. 3) at test time: a region of the backbone map is set to 0.
@@ -84,7 +81,7 @@ class FeatureMapErase(_FeatureMapPerturbation):
     kind = "erase"
 
 
-@register_attack("fmap-transform", family="feature-map", threat=THREAT, defaults={"area": [0.02, 0.4]},
+@register_attack("fmap-transform", family=Family.FEATURE_MAP, threat=THREAT,
                  description="ETNDNet feature-map transforming: one region of the map is copied onto another")
 class FeatureMapTransform(_FeatureMapPerturbation):
     r"""ETNDNet's transforming at test time: the content of one region of the map is copied onto
@@ -99,7 +96,7 @@ class FeatureMapTransform(_FeatureMapPerturbation):
     kind = "transform"
 
 
-@register_attack("fmap-noise", family="feature-map", threat=THREAT, defaults={"area": [0.02, 0.4], "noise_mode": "replace"},
+@register_attack("fmap-noise", family=Family.FEATURE_MAP, threat=THREAT,
                  description="ETNDNet feature-map noising: a random region of the map is replaced by U(0,1) noise")
 class FeatureMapNoise(_FeatureMapPerturbation):
     r"""ETNDNet's noising (Eq. 4) at test time: a region of the map is replaced by U(0,1) values.

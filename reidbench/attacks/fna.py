@@ -12,17 +12,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reidbench.attacks.base import MetricAttack, check_range, register_attack
+from reidbench.attack_types import Access, Budget, Family, Threat
+from reidbench.attacks.base import MetricAttack, register_attack
+from reidbench.params import check_range
 
 
 @register_attack(
     "fna",
-    family="metric",
-    threat=(
-        "white-box on the embedding; knows the attacked images' identities, the clean embeddings of their "
-        "same-identity images in the other set, and every gallery identity's mean embedding; L-inf budget eps"
+    family=Family.METRIC,
+    threat=Threat(
+        Access.WHITE_BOX, "on the embedding",
+        knows="knows the attacked images' identities, the clean embeddings of their same-identity images in the "
+        "other set, and every gallery identity's mean embedding",
+        budget=Budget.LINF,
     ),
-    defaults={"eps": 5, "step": 1, "steps": 15, "eot": 1, "same_camera_guides": True},
     description="Bouniot et al.'s furthest-negative attack: push from own identity, pull to the furthest other identity",
 )
 class FNA(MetricAttack):

@@ -13,14 +13,16 @@ import torch
 from torch import nn
 
 from reidbench import ops
-from reidbench.attacks.base import MetricAttack, check_range, register_attack
+from reidbench.attack_types import Access, Budget, Family, Threat
+from reidbench.attacks.base import MetricAttack, register_attack
+from reidbench.params import check_range
 
 
 @register_attack(
     "lta",
-    family="metric",
-    threat="white-box on the embedding; needs nothing but the attacked image (no labels, no other images); L-inf budget eps",
-    defaults={"eps": 5, "step": 1, "steps": 15, "momentum": 1.0, "eot": 1},
+    family=Family.METRIC,
+    threat=Threat(Access.WHITE_BOX, "on the embedding",
+                  knows="needs nothing but the attacked image (no labels, no other images)", budget=Budget.LINF),
     description="LTA: MI-FGSM away from a fresh local-grayscale version of the image at every step",
 )
 class LTA(MetricAttack):

@@ -12,19 +12,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from reidbench.attacks.base import MetricAttack, check_range, register_attack
+from reidbench.attack_types import Access, Budget, Family, Threat
+from reidbench.attacks.base import MetricAttack, register_attack
+from reidbench.params import check_range
 
-THREAT = (
-    "white-box on the embedding; knows the attacked images' identities and the clean embeddings of "
-    "their same-identity images in the other set (the guides); L-inf budget eps"
+THREAT = Threat(
+    Access.WHITE_BOX, "on the embedding",
+    knows="knows the attacked images' identities and the clean embeddings of their same-identity images in the "
+    "other set (the guides)",
+    budget=Budget.LINF,
 )
 
 
 @register_attack(
     "mifgsm",
-    family="metric",
+    family=Family.METRIC,
     threat=THREAT,
-    defaults={"eps": 5, "step": 1, "steps": 15, "momentum": 1.0, "eot": 1, "same_camera_guides": True},
     description="Bai et al.'s M-IFGSM: push the embedding away from its same-identity guides, with momentum",
 )
 class MIFGSM(MetricAttack):
@@ -108,9 +111,8 @@ class MIFGSM(MetricAttack):
 
 @register_attack(
     "ifgsm",
-    family="metric",
+    family=Family.METRIC,
     threat=THREAT,
-    defaults={"eps": 5, "step": 1, "steps": 15, "eot": 1, "same_camera_guides": True},
     description="I-FGSM on Bai et al.'s metric loss (no momentum)",
 )
 class IFGSM(MIFGSM):
@@ -134,9 +136,8 @@ class IFGSM(MIFGSM):
 
 @register_attack(
     "fgsm",
-    family="metric",
+    family=Family.METRIC,
     threat=THREAT,
-    defaults={"eps": 5, "eot": 1, "same_camera_guides": True},
     description="FGSM on Bai et al.'s metric loss: one signed step of size eps",
 )
 class FGSM(MIFGSM):

@@ -5,14 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reidbench.attacks.base import InputAttack, check_eps, register_attack
+from reidbench.attack_types import Access, Budget, Family, Threat
+from reidbench.attacks.base import InputAttack, register_attack
+from reidbench.params import check_eps
 
 
 @register_attack(
     "noise",
-    family="noise",
-    threat="no knowledge of the model (no gradients, no labels, no other images); L-inf budget eps",
-    defaults={"eps": 5},
+    family=Family.NOISE,
+    threat=Threat(Access.NONE, "(no gradients, no labels, no other images)", budget=Budget.LINF),
     description="uniform random noise U(-eps, eps) per pixel: the baseline an attack must beat",
 )
 class UniformNoise(InputAttack):

@@ -13,7 +13,9 @@ from torch.nn import functional as F
 from torchvision.transforms import functional as TF
 
 from reidbench import ops
-from reidbench.attacks.base import InputAttack, check_area, check_range, register_attack
+from reidbench.attack_types import Access, Budget, Family, Threat
+from reidbench.attacks.base import InputAttack, register_attack
+from reidbench.params import check_area, check_range
 
 CROP_AREA = (0.1, 0.4)  # of the donor image
 TALL = 2.0  # crop height / width above which it becomes a side strip (FED's code; the paper says 3)
@@ -30,12 +32,12 @@ def _randint(gen: torch.Generator, lo: int, hi: int) -> int:
 
 @register_attack(
     "npo",
-    family="occlusion",
-    threat=(
-        "no knowledge of the model; a crop of another image of the attacked set is pasted as a strip at one "
-        "of the four corners (occluded fraction `area`, or FED's 1/4-1/2)"
+    family=Family.OCCLUSION,
+    threat=Threat(
+        Access.NONE, budget=Budget.AREA,
+        scope="a crop of another image of the attacked set is pasted as a strip at one of the four corners "
+        "(occluded fraction set by area, or FED's 1/4-1/2)",
     ),
-    defaults={"area": None, "jitter": 0.5},
     description="FED-style NPO occlusion: a jittered crop of another image pasted as a corner strip",
 )
 class NPO(InputAttack):

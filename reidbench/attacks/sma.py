@@ -11,14 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reidbench.attacks.base import MetricAttack, check_range, register_attack
+from reidbench.attack_types import Access, Budget, Family, Threat
+from reidbench.attacks.base import MetricAttack, register_attack
+from reidbench.params import check_range
 
 
 @register_attack(
     "sma",
-    family="metric",
-    threat="white-box on the embedding; needs nothing but the attacked image (no labels, no other images); L-inf budget eps",
-    defaults={"eps": 5, "step": 1, "steps": 15, "random_start": True, "eot": 1},
+    family=Family.METRIC,
+    threat=Threat(Access.WHITE_BOX, "on the embedding",
+                  knows="needs nothing but the attacked image (no labels, no other images)", budget=Budget.LINF),
     description="Bouniot et al.'s self metric attack: push the embedding away from its own clean embedding",
 )
 class SMA(MetricAttack):

@@ -1,7 +1,8 @@
 """Attacking and evaluating through a defense: ``Defended``, BPDA and EOT.
 
-Two ways to evaluate an input-transformation defense (REFERENCES.md, "Evaluating defenses
-honestly"), both with :class:`Defended` doing the feature extraction:
+Two ways to evaluate an input-transformation defense (Carlini et al., "On Evaluating Adversarial
+Robustness", arXiv:1902.06705, 2019; Tramer et al., "On Adaptive Attacks to Adversarial Example
+Defenses", NeurIPS 2020, https://arxiv.org/abs/2002.08347), both with :class:`Defended` doing the feature extraction:
 
 * **oblivious**: the attack is made on ``defended.bare()`` (the model without any input
   transform), and features are extracted with ``defended`` (defense, then model);
@@ -37,8 +38,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from reidbench.defenses.base import Defense, DefenseChain, derive_seed
-from reidbench.errors import ParameterError
+from reidbench.defenses.base import Defense, DefenseChain
+from reidbench.ops import eot_gradient
+from reidbench.seeding import draw_seed
+
+__all__ = ["Defended", "apply_defense", "draw_seed", "eot_gradient", "straight_through"]
 
 
 def straight_through(t: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -128,26 +132,3 @@ class Defended(nn.Module):
 
     def reseed(self, seed: int) -> None:
         self.defense.reseed(seed)
-
-
-def draw_seed(seed: int, draw: int) -> int:
-    """The defense seed for evaluation draw ``draw`` of a cell seeded with ``seed``."""
-    return derive_seed(seed, 1_000_003 + draw)
-
-
-def eot_gradient(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n: int) -> torch.Tensor:
-    """The gradient of ``fn(x).sum()`` with respect to ``x``, averaged over ``n`` evaluations.
-
-    ``fn`` is evaluated afresh each time, so a random defense inside it draws afresh: this is EOT.
-    With a deterministic ``fn`` it equals the plain gradient. Summing a per-image loss keeps the
-    images' gradients separate (each image's loss depends only on that image).
-    """
-    if int(n) != n or n < 1:
-        raise ParameterError(f"eot: the number of samples must be a positive integer, got {n!r}")
-    x = x.detach().requires_grad_(True)
-    total = torch.zeros_like(x)
-    for _ in range(int(n)):
-        (g,) = torch.autograd.grad(fn(x).sum(), x, allow_unused=True)
-        if g is not None:
-            total += g
-    return total / n

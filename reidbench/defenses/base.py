@@ -31,12 +31,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from reidbench import params
 from reidbench.errors import ParameterError
+from reidbench.params import check_range, parse_bool
 from reidbench.registry import Registry
+from reidbench.seeding import derive_seed
 
 #: Constructor arguments that are plumbing, not defense parameters (not listed as defaults).
 PLUMBING = ("input_size", "seed")
@@ -164,12 +166,6 @@ class DefenseChain(Defense):
         return ""
 
 
-def derive_seed(seed: int, index: int) -> int:
-    """An independent 63-bit seed for stream ``index`` under ``seed`` (numpy's SeedSequence)."""
-    state = np.random.SeedSequence([int(seed) % (1 << 64), int(index)]).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1
-
-
 def split_chain(spec: str | Sequence[str]) -> list[str]:
     names = [s.strip() for s in spec.split("+")] if isinstance(spec, str) else [str(s).strip() for s in spec]
     if not names or any(not n for n in names):
@@ -236,56 +232,23 @@ def check_batch(who: str, x: torch.Tensor, input_size: tuple[int, int] | None) -
 
 
 def check_int(who: str, name: str, value: Any, lo: int, hi: int) -> int:
-    try:
-        v = int(value)
-        ok = v == float(value)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or not lo <= v <= hi:
-        raise ParameterError(f"defense {who}: {name} must be an integer in [{lo}, {hi}], got {value!r}")
-    return v
+    return int(check_range(f"defense {who}", name, value, lo, hi, integer=True, coerce=True))
 
 
 def check_float(who: str, name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if math.isnan(v) or not (lo < v if lo_open else lo <= v) or not v <= hi:
-        bracket = "(" if lo_open else "["
-        raise ParameterError(f"defense {who}: {name} must be a number in {bracket}{lo:g}, {hi:g}], got {value!r}")
-    return v
+    return float(check_range(f"defense {who}", name, value, lo, hi, lo_open=lo_open, coerce=True))
 
 
 def check_choice(who: str, name: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ParameterError(f"defense {who}: {name} must be one of {', '.join(choices)}, got {value!r}")
-    return str(value)
+    return str(params.check_choice(f"defense {who}", name, value, choices))
 
 
 def check_bool(who: str, name: str, value: Any) -> bool:
-    """A bool; the strings a command line passes (``true``/``false``/``1``/``0``) are accepted."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ParameterError(f"defense {who}: {name} must be true or false, got {value!r}")
+    return parse_bool(value, f"defense {who}", name)
 
 
 def check_size(who: str, name: str, value: Any) -> tuple[int, int]:
-    """A (height, width) pair of positive integers; ``"110x50"`` is accepted too."""
-    if isinstance(value, str):
-        value = value.lower().split("x")
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"defense {who}: {name} must be (height, width) or 'HxW', got {value!r}") from None
-    if h < 1 or w < 1:
-        raise ParameterError(f"defense {who}: {name} must be positive, got {h}x{w}")
-    return h, w
+    return params.check_size(f"defense {who}", name, value)
 
 
 def round_half_up(v: float) -> int:
