@@ -26,7 +26,7 @@ from reidbench import ops
 from reidbench.attacks import AttackContext, create_attack
 from reidbench.attacks.aos_window import window_grid
 from reidbench.attacks.base import mean_colour
-from reidbench.models import create_model
+from reidbench.zoo import create_model
 
 Loss = Callable[[torch.Tensor, int], torch.Tensor]  # (normalised feature (1, D), step) -> scalar
 

@@ -11,9 +11,10 @@ import torch
 
 from reidbench.data import ReIDDataset, load_dataset, relabel
 from reidbench.data.images import load_images, to_float
-from reidbench.models import ReIDModel, create_model
-from reidbench.models.baseline import BaselineRecipe
-from reidbench.models.trainer import TrainConfig, train
+from reidbench.models import ReIDModel
+from reidbench.train.recipes.baseline import BaselineRecipe
+from reidbench.train.trainer import TrainConfig, train
+from reidbench.zoo import create_model
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,3 +78,13 @@ def tiny_trained_model(tiny_dataset: ReIDDataset) -> ReIDModel:
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("REIDBENCH_DATA", str(tmp_path / "data"))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_trained_model: ReIDModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny trained baseline saved as a checkpoint, for grids run through the harness."""
+    from reidbench.models.checkpoints import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "baseline-tiny.safetensors"
+    save_checkpoint(tiny_trained_model, tiny_trained_model.card.replace(train_dataset="synthetic-tiny"), path)
+    return path

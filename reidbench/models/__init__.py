@@ -1,7 +1,12 @@
-"""Re-ID models: the interface, backbones, cards, the registry and the training recipes.
+"""Re-ID models: the interface, backbones, cards, checkpoints and the registry.
 
-``create_model(name)`` builds a registered model with its shipped checkpoint; ``list_models()``
-lists the cards. Importing this package registers every model module below.
+``create_network(name)`` builds a registered model's network with its shipped checkpoint;
+``list_models()`` lists the cards. Importing this package registers every model module below.
+
+This package holds what a model *is* (architecture, card, inference-path options). How it is
+trained is in ``reidbench.train`` (the card names its recipe), and a defense that is part of its
+inference path (JAD's circuitous scaling) is installed by ``reidbench.zoo.create_model``: both sit
+above ``reidbench.models``, which imports neither.
 """
 
 from reidbench.models.base import ReIDModel, TrainOutput, check_eval_mode
@@ -9,7 +14,8 @@ from reidbench.models.card import ModelCard, PaperResult
 from reidbench.models.registry import (
     MODELS,
     ModelEntry,
-    create_model,
+    create_network,
+    inference_defense,
     list_models,
     model_card,
     register_model,
@@ -31,7 +37,8 @@ __all__ = [
     "ReIDModel",
     "TrainOutput",
     "check_eval_mode",
-    "create_model",
+    "create_network",
+    "inference_defense",
     "list_models",
     "model_card",
     "register_model",

@@ -140,3 +140,15 @@ def build_backbone(name: str, imagenet_weights: str | Path | None = None) -> tup
     except KeyError:
         raise UnknownNameError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
     return factory(imagenet_weights)
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., tuple[nn.Module, int]]], Callable[..., tuple[nn.Module, int]]]:
+    """Decorator: register ``factory(imagenet_weights) -> (module mapping images to a map, channels)``."""
+
+    def deco(factory: Callable[..., tuple[nn.Module, int]]) -> Callable[..., tuple[nn.Module, int]]:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} is already registered")
+        BACKBONES[name] = factory
+        return factory
+
+    return deco

@@ -1,8 +1,9 @@
 """BNNeck baseline ("Bag of Tricks", Luo et al., CVPR-W 2019; ETNDNet's baseline).
 
 A ResNet with last stride 1, global pooling, a BatchNorm neck with frozen bias, and a bias-free
-classifier. Cross-entropy with label smoothing 0.1, plus the batch-hard triplet loss (margin 0.3)
-on the pre-BN feature. Retrieval uses the post-BN feature with cosine distance.
+classifier. Retrieval uses the post-BN feature with cosine distance. Training (cross-entropy with
+label smoothing 0.1, plus the batch-hard triplet loss, margin 0.3, on the pre-BN feature) is the
+``baseline`` recipe, ``reidbench.train.recipes.baseline``.
 
 Paper: Luo et al., "Bag of Tricks and A Strong Baseline for Deep Person Re-identification",
 CVPR Workshops 2019. https://arxiv.org/abs/1903.07071
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 from reidbench.models.card import ModelCard, PaperResult
 from reidbench.models.registry import ModelEntry, register_model
-from reidbench.models.trainer import Recipe
 
 # The embedded default: a width-reduced ResNet at Market-1501's native 128x64 on synthetic-mini.
 EMBEDDED = dict(backbone="resnet_tiny", input_size=(128, 64), feat_dim=128, train_dataset="synthetic-mini")
@@ -24,12 +24,6 @@ COMMON_DEVIATIONS = (
     "lr 3e-3 instead of 3.5e-4, because a from-scratch tiny network does not converge in ~1 minute at 3.5e-4.",
     "Batch 16 ids x 4 images (64) instead of 8 x 8: the synthetic-mini train ids have 4-24 images each.",
 )
-
-
-class BaselineRecipe(Recipe):
-    """CE (label smoothing 0.1) + batch-hard triplet (margin 0.3), one Adam optimiser."""
-
-    name = "baseline"
 
 
 register_model(
@@ -50,6 +44,5 @@ register_model(
             deviations=COMMON_DEVIATIONS,
             **EMBEDDED,  # type: ignore[arg-type]
         ),
-        recipe=BaselineRecipe,
     )
 )

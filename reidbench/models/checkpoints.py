@@ -115,3 +115,173 @@ def read_card_json(path: str | Path) -> tuple[ModelCard | None, dict[str, Any]]:
         return ModelCard.from_dict(d), d.get("training", {})
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"model card {j} is malformed ({exc}); delete it or fix it") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints written by other tools (torchreid, fast-reid, BoT): read weights-only, tell apart
+# ---------------------------------------------------------------------------------------------
+
+
+class ForeignCheckpointError(CheckpointError):
+    """A checkpoint written by another tool than the one ``--model`` names."""
+
+
+# Besides tensors, a tool's checkpoint may hold numpy scalars: torchreid's engine saves its rank-1
+# as one. A numpy scalar is plain data (a dtype and bytes), so its two globals are allowed for
+# weights-only loading, under both numpy 1 and numpy 2 names; nothing else is.
+def _numpy_safe_globals() -> list[Any]:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return []
+    core = getattr(np, "_core", None) or np.core
+    scalar = core.multiarray.scalar
+    allowed: list[Any] = [np.dtype, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar")]
+    allowed += [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")]
+    return allowed
+
+
+def load_weights_only(path: str | Path) -> Any:
+    """The object a torch checkpoint file holds, unpickled weights-only (tensors, containers,
+    numbers, strings, numpy scalars). A file that needs code to load is refused with one line."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.suffix == ".safetensors":
+        try:
+            return load_file(str(p), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read checkpoint {p}: {str(exc).splitlines()[0][:200]}") from None
+    safe = getattr(torch.serialization, "safe_globals", None)
+    try:
+        if safe is not None:
+            with safe(_numpy_safe_globals()):
+                return torch.load(p, map_location="cpu", weights_only=True)
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {p}: {msg}. Only safetensors and weights-only torch state dicts are accepted."
+        ) from None
+    except Exception as exc:  # torch raises UnpicklingError for files that need code to load
+        raise CheckpointError(
+            f"refusing to load {p}: it holds Python objects that need code to unpickle ({type(exc).__name__}), "
+            "and reidbench loads weights only. Save its state dict with torch.save(model.state_dict()) or as safetensors."
+        ) from None
+
+
+def unwrap_state_dict(raw: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint's object (torchreid: ``state_dict``; fast-reid: ``model``),
+    with any ``module.`` prefix (DataParallel) removed."""
+    state = raw
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+# Which tool wrote a checkpoint, and how to load it with reidbench.
+TOOL_HINTS = {
+    "torchreid": "--model torchreid:ARCH (the torchreid architecture it was trained with)",
+    "fastreid": "--model fastreid:CONFIG.yml (the fast-reid config it was trained with)",
+    "bot": "--model baseline (reidbench's BNNeck baseline takes BoT's resnet50/resnet18 weights)",
+    "reidbench": "--model NAME, the reidbench model it was trained as (see the card JSON beside it)",
+}
+TOOL_NAMES = {
+    "torchreid": "torchreid (KaiyangZhou/deep-person-reid)",
+    "fastreid": "fast-reid (JDAI-CV/fast-reid)",
+    "bot": "BoT (michuanhaohao/reid-strong-baseline)",
+    "reidbench": "reidbench",
+}
+
+
+def checkpoint_origin(raw: Any, state: dict[str, torch.Tensor]) -> str | None:
+    """``"torchreid"``, ``"fastreid"``, ``"bot"``, ``"reidbench"``, or None, from the key names
+    of ``state`` and the container ``raw`` it came in."""
+    keys = set(state)
+    top = set(raw) if isinstance(raw, dict) else set()
+    if "classifier.weight" in keys and any(k.startswith("base.layer") for k in keys):
+        return "bot"  # BoT's Baseline: base (its ResNet), bottleneck (the BN neck), classifier
+    if any(k.startswith("heads.") for k in keys) and any(k.startswith("backbone.") for k in keys):
+        return "fastreid"
+    if any(k.startswith(("head.bnneck.", "backbone.stem.")) for k in keys):
+        return "reidbench"
+    if "state_dict" in top and top & {"epoch", "rank1", "optimizer", "scheduler"}:
+        return "torchreid"
+    if "model" in top and top & {"iteration", "optimizer", "scheduler"}:
+        return "fastreid"
+    if "classifier.weight" in keys and ("conv1.conv.weight" in keys or "conv1.weight" in keys):
+        return "torchreid"
+    return None
+
+
+def guess_torchreid_arch(state: dict[str, torch.Tensor]) -> str | None:
+    """A likely torchreid architecture name for a torchreid state dict (OSNet width, ResNet depth)."""
+    w = state.get("conv1.conv.weight")
+    if w is not None:  # OSNet family: the stem's width gives the multiplier
+        width = {64: "x1_0", 48: "x0_75", 32: "x0_5", 16: "x0_25"}.get(int(w.shape[0]))
+        if width is None:
+            return None
+        return f"osnet_ain_{width}" if any(".IN." in k for k in state) else f"osnet_{width}"
+    if "layer1.0.conv1.weight" in state:
+        blocks = len({k.split(".")[1] for k in state if k.startswith("layer3.")})
+        if "layer1.0.conv3.weight" in state:
+            depth = {6: "resnet50", 23: "resnet101", 36: "resnet152"}.get(blocks)
+            if depth and "fc.0.weight" in state:
+                return f"{depth}_fc512"
+            return depth
+        return {2: "resnet18", 6: "resnet34"}.get(blocks)
+    return None
+
+
+def foreign_checkpoint_message(path: str | Path, origin: str, model: str, state: dict[str, torch.Tensor] | None = None) -> str:
+    """One line: which tool ``path`` looks like it came from and which ``--model`` loads it."""
+    hint = TOOL_HINTS[origin]
+    if origin == "torchreid" and state is not None:
+        arch = guess_torchreid_arch(state)
+        if arch:
+            hint = f"--model torchreid:{arch} (guessed from its layers; use the architecture it was trained with)"
+    return (f"checkpoint {path} looks like it came from {TOOL_NAMES[origin]}, not from what --model {model} "
+            f"loads; load it with {hint}")
+
+
+def read_tool_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None, Any]:
+    """A checkpoint file of any supported tool: (its state dict, the tool that wrote it or None,
+    the raw object it holds). Weights-only; ``module.`` prefixes removed."""
+    raw = load_weights_only(path)
+    state = unwrap_state_dict(raw, Path(path).expanduser())
+    return state, checkpoint_origin(raw, state), raw
+
+
+def bot_to_reidbench(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """BoT's key names (``base.conv1``, ``base.bn1``, ``base.layerN``, ``bottleneck``,
+    ``classifier``) as reidbench's BNNeck baseline names them (``backbone.stem.0``,
+    ``backbone.stem.1``, ``backbone.layerN``, ``head.bnneck``, ``classifier``). Keys of neither
+    are kept as they are, so a strict load reports them."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.startswith("base."):
+            rest = k[len("base."):]
+            if rest.startswith("conv1."):
+                rest = "stem.0." + rest[len("conv1."):]
+            elif rest.startswith("bn1."):
+                rest = "stem.1." + rest[len("bn1."):]
+            out["backbone." + rest] = v
+        elif k.startswith("bottleneck."):
+            out["head.bnneck." + k[len("bottleneck."):]] = v
+        else:
+            out[k] = v
+    return out
+
+
+def bot_backbone(state: dict[str, torch.Tensor]) -> str | None:
+    """reidbench's backbone name for a BoT state dict: resnet50 or resnet18; None for others."""
+    blocks = len({k.split(".")[2] for k in state if k.startswith("base.layer3.")})
+    if "base.layer1.0.conv3.weight" in state:
+        return "resnet50" if blocks == 6 else None
+    if "base.layer1.0.conv2.weight" in state:
+        return "resnet18" if blocks == 2 else None
+    return None

@@ -1,133 +1,32 @@
 """JAD: joint adversarial defense (proactive augmentation + passive circuitous scaling).
 
-Paper: "Local transformation attack and joint adversarial defense" (papers/lta-jad.txt).
-Code: finger-monkey/LTA_and_joint-defence.
+Paper: Yunpeng Gong, Liqing Huang and Lifei Chen, "Person Re-identification Method Based on Color
+Attack and Joint Defence" (the LTA attack and the JAD defense), CVPR Workshops 2022,
+https://arxiv.org/abs/2111.09571. Code: https://github.com/finger-monkey/LTA_and_joint-defence.
 
-Proactive part, a training augmentation drawn per image with p ~ U(0, 1):
+Proactive part: a training augmentation (grayscale, channel fusion with the gray or sketch image,
+AutoAugment-like ops, and local homogeneous transforms), the ``jad`` recipe,
+``reidbench.train.recipes.jad``.
 
-=========  ===============================================================
-p < 0.05   full grayscale
-p < 0.06   channel fusion (CF) with the gray image
-p < 0.07   channel fusion with the sketch image
-p < 0.12   an AutoAugment-like op (posterize, equalize, solarize, contrast, invert)
-p < 0.22   LHT: one of the above applied to the whole image, then one random rectangle
-           (area U(0.02, 0.4), aspect U(0.3, 1/0.3)) of it pasted onto the original
-otherwise  unchanged
-=========  ===============================================================
-
-CF (paper Sec. 3.2.1): 1 or 2 of the R, G, B channels are kept, the rest are filled with the gray
-(or sketch) channel, and the three channels are put in random order. The sketch is the colour
-dodge of the gray image with its blurred inverse (27x27 Gaussian).
-
-Passive part: circuitous scaling (CS) at inference, ``reidbench.defenses.cs``; it is part of this
-model's inference path (``model.input_transform``) and can be switched off with the model option
-``cs=False`` to study attacks with and without it.
+Passive part: circuitous scaling (CS) at inference, the ``cs`` defense
+(``reidbench.defenses.cs``). It is part of this model's inference path: the card names it
+(``inference_defense="cs"``) and ``reidbench.zoo.create_model`` installs it as the model's
+``input_transform``. The model option ``cs=False`` leaves it out, to study attacks with and
+without it. This module only declares it, since models sit below defenses.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from torchvision.transforms.v2 import functional as TF
-
-from reidbench.models.base import ReIDModel
 from reidbench.models.baseline import COMMON_DEVIATIONS, EMBEDDED
 from reidbench.models.card import ModelCard, PaperResult
 from reidbench.models.registry import ModelEntry, register_model
-from reidbench.models.trainer import Recipe, TrainContext
-from reidbench.ops import grayscale, sample_region, sketch
-
-# cumulative thresholds of the per-image draw
-P_GRAY, P_CF_GRAY, P_CF_SKETCH, P_AUGMENT, P_LHT = 0.05, 0.06, 0.07, 0.12, 0.22
-
-
-def channel_fusion(x: torch.Tensor, other: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One image (3,H,W): keep 1 or 2 RGB channels, fill the rest with ``other`` (1,H,W), shuffle."""
-    n_keep = 1 + int(torch.randint(0, 2, (1,), generator=gen))
-    keep = torch.randperm(3, generator=gen)[:n_keep].tolist()
-    chans = [x[c] for c in keep] + [other[0]] * (3 - n_keep)
-    order = torch.randperm(3, generator=gen).tolist()
-    return torch.stack([chans[i] for i in order])
-
-
-def augment_op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One AutoAugment-like op on an image (3,H,W) in [0,1], chosen uniformly."""
-    k = int(torch.randint(0, 5, (1,), generator=gen))
-    u8 = (x * 255).round().to(torch.uint8)
-    if k == 0:
-        out = TF.posterize(u8, bits=int(torch.randint(2, 5, (1,), generator=gen)))
-    elif k == 1:
-        out = TF.equalize(u8)
-    elif k == 2:
-        out = TF.solarize(u8, threshold=int(torch.randint(96, 224, (1,), generator=gen)))
-    elif k == 3:
-        factor = 0.3 + 1.4 * torch.rand(1, generator=gen).item()
-        return TF.adjust_contrast(x, factor).clamp(0, 1)
-    else:
-        out = TF.invert(u8)
-    return out.float() / 255.0
-
-
-def homogeneous(x: torch.Tensor, kind: int, gen: torch.Generator) -> torch.Tensor:
-    """The homogeneous transforms of JAD: 0 gray, 1 CF-gray, 2 CF-sketch, 3 augment."""
-    g = grayscale(x.unsqueeze(0))[0]
-    if kind == 0:
-        return g.expand(3, -1, -1).clone()
-    if kind == 1:
-        return channel_fusion(x, g, gen)
-    if kind == 2:
-        return channel_fusion(x, sketch(x.unsqueeze(0))[0], gen)
-    return augment_op(x, gen)
-
-
-def jad_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """JAD's proactive augmentation on a batch (B,3,H,W) in [0,1]; shapes and range are kept."""
-    out = x.clone()
-    h, w = x.shape[-2:]
-    for i in range(x.shape[0]):
-        p = torch.rand(1, generator=gen).item()
-        if p < P_GRAY:
-            out[i] = homogeneous(x[i], 0, gen)
-        elif p < P_CF_GRAY:
-            out[i] = homogeneous(x[i], 1, gen)
-        elif p < P_CF_SKETCH:
-            out[i] = homogeneous(x[i], 2, gen)
-        elif p < P_AUGMENT:
-            out[i] = homogeneous(x[i], 3, gen)
-        elif p < P_LHT:
-            t = homogeneous(x[i], int(torch.randint(0, 4, (1,), generator=gen)), gen)
-            ys, xs = sample_region(h, w, gen).slices()
-            out[i, :, ys, xs] = t[:, ys, xs]
-    return out.clamp_(0.0, 1.0)
-
-
-class JADRecipe(Recipe):
-    """The baseline's training with JAD's proactive augmentation on the raw images."""
-
-    name = "jad"
-
-    def pre_augment(self, x: torch.Tensor, idx: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
-        del idx
-        return jad_augment(x, ctx.gen)
-
-
-def configure_jad(model: ReIDModel, cs: bool = True, **cs_params: Any) -> None:
-    """Circuitous scaling is part of JAD's inference path unless ``cs=False``."""
-    if cs:
-        from reidbench.defenses.cs import CircuitousScaling
-
-        model.input_transform = CircuitousScaling(input_size=model.input_size, **cs_params)
-    else:
-        model.input_transform = None
-
 
 register_model(
     ModelEntry(
         card=ModelCard(
             name="jad",
             method="JAD",
-            paper="Local Transformation Attack and Joint Adversarial Defense for person re-ID (LTA/JAD)",
+            paper="Gong et al., Person Re-identification Method Based on Color Attack and Joint Defence (LTA/JAD), CVPR-W 2022",
             code="finger-monkey/LTA_and_joint-defence",
             num_classes=96,
             recipe="jad",
@@ -145,14 +44,14 @@ register_model(
             deviations=COMMON_DEVIATIONS + (
                 "The paper's numbers were measured with an attacker oblivious to circuitous scaling; reidbench "
                 "reports the adaptive attack (through CS) as well.",
-                "CF keeps 1 or 2 RGB channels as the paper's text says (REFERENCES.md's [R,G,B,gray,gray] mix "
-                "allows 3); the AutoAugment-like op draws one of posterize, equalize, solarize, contrast, invert.",
+                "CF keeps 1 or 2 RGB channels as the paper's text says (the code's random_choose in multimodal.py "
+                "takes 3 of [R,G,B,gray,gray], which allows 3); the AutoAugment-like op draws one of posterize, "
+                "equalize, solarize, contrast, invert.",
                 "The augmentation is applied to the raw image before flip, pad-crop and random erasing.",
             ),
             **EMBEDDED,  # type: ignore[arg-type]
         ),
-        recipe=JADRecipe,
-        configure=configure_jad,
         options={"cs": True},
+        inference_switch="cs",
     )
 )

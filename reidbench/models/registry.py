@@ -1,9 +1,15 @@
 """The model registry: create a trained re-ID model by name.
 
-A registered model is a :class:`ModelEntry`: its card (method, paper, recipe, the embedded
-default's backbone and dataset, the paper's numbers, the deviations), the training recipe that
-makes it, and an optional ``configure`` hook for what belongs to its inference path (JAD's
-circuitous scaling). Adding a model means one module that calls :func:`register_model`.
+A registered model is a :class:`ModelEntry`: its card (method, paper, the name of the recipe that
+trains it, the embedded default's backbone and dataset, the paper's numbers, the deviations, the
+defense that is part of its inference path) and the options a user may pass. Adding a model means
+one module that calls :func:`register_model`; the recipe is looked up by the card's ``recipe`` name
+in ``reidbench.train``, which sits above this package.
+
+:func:`create_network` builds the network with its weights. A defense that the card puts in the
+inference path (``inference_defense``, JAD's circuitous scaling) lives in ``reidbench.defenses``,
+above models, so it is installed by ``reidbench.zoo.create_model``, which is what the harness and
+the command line call; :func:`inference_defense` says which one, given the options.
 
 Checkpoints for the embedded default ship with the package in ``reidbench/models/weights``.
 """
@@ -24,7 +30,18 @@ from reidbench.errors import CheckpointError, ParameterError, ReidbenchError
 from reidbench.models.backbones import build_backbone
 from reidbench.models.base import ReIDModel
 from reidbench.models.card import ModelCard
-from reidbench.models.checkpoints import load_into, read_card_json, read_state_dict, sha256_file
+from reidbench.models.checkpoints import (
+    ForeignCheckpointError,
+    bot_backbone,
+    bot_to_reidbench,
+    foreign_checkpoint_message,
+    load_into,
+    read_card_json,
+    read_state_dict,
+    read_tool_checkpoint,
+    sha256_file,
+)
+from reidbench.models.external import create_tool_model, is_tool_spec
 from reidbench.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -34,16 +51,23 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its card, the recipe that trains it, and inference-path options.
+    """A registered model: its card and its inference-path options.
 
-    ``configure(model, **options)`` adds what belongs to the model's own inference path; the keys
-    of ``options`` are the options a user may pass (``--model-option cs=false``).
+    ``options``: the options a user may pass (``--model-option cs=false``) with their defaults.
+    ``inference_switch``: the option that turns the card's ``inference_defense`` on or off (JAD:
+    ``cs``); without one, the defense is always on.
+    ``configure(model, **options)``: an optional hook for inference-path settings that need
+    nothing above ``reidbench.models``.
     """
 
     card: ModelCard
-    recipe: Callable[..., Any]
     configure: Callable[..., None] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    inference_switch: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.inference_switch is not None and self.inference_switch not in self.options:
+            raise ValueError(f"model {self.card.name!r}: inference_switch {self.inference_switch!r} is not one of its options")
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -102,7 +126,7 @@ def build_model(card: ModelCard, *, imagenet_weights: str | Path | None = None) 
     )  # fmt: skip
 
 
-def create_model(
+def create_network(
     name: str,
     *,
     checkpoint: str | Path | None = "default",
@@ -110,14 +134,25 @@ def create_model(
     options: dict[str, Any] | None = None,
     **card_overrides: Any,
 ) -> ReIDModel:
-    """Build the registered model ``name`` in eval mode.
+    """Build the network of registered model ``name`` with its weights, in eval mode.
 
     ``checkpoint``: ``"default"`` loads the shipped checkpoint (an error if there is none),
     ``None`` leaves the weights untrained, a path loads that file (its card JSON, if present,
-    decides the architecture). ``options`` are the model's inference-path options.
-    ``card_overrides`` change the architecture (``backbone=``, ``num_classes=``, ``input_size=``).
-    The result has a ``card`` attribute.
+    decides the architecture). ``options`` are the model's inference-path options, checked and
+    recorded as ``model.options``. ``card_overrides`` change the architecture (``backbone=``,
+    ``num_classes=``, ``input_size=``). The result has a ``card`` attribute.
+
+    The defense the card puts in the inference path is not installed here (it lives above models):
+    ``reidbench.zoo.create_model`` returns the model with it.
+
+    ``name`` may also be another tool's model, ``torchreid:ARCH`` or ``fastreid:CONFIG.yml``
+    (:mod:`reidbench.models.external`), or ``package.module:factory``. A BoT checkpoint
+    (michuanhaohao/reid-strong-baseline's ``resnet50_model_N.pth``) loads into ``baseline``; a
+    checkpoint of another tool is refused naming the ``--model`` that loads it.
     """
+    if is_tool_spec(name):  # torchreid:ARCH, fastreid:CONFIG.yml
+        return create_tool_model(name, checkpoint=checkpoint, device=device, options=options,  # type: ignore[return-value]
+                                 **card_overrides)  # fmt: skip
     if ":" in name:
         return load_external(name, device=device)
     entry = MODELS.get(name)
@@ -143,12 +178,17 @@ def create_model(
         state = read_state_dict(ckpt)
     elif checkpoint is not None:
         ckpt = Path(checkpoint).expanduser()
-        state = read_state_dict(ckpt)
-        trained, _ = read_card_json(ckpt)
-        if trained is not None:
-            card = _merge(card, trained, ckpt)
+        state, origin, _ = read_tool_checkpoint(ckpt)
+        if origin == "bot" and name == "baseline":
+            state, card = _from_bot(state, card, ckpt)
+        elif origin in ("torchreid", "fastreid", "bot"):
+            raise ForeignCheckpointError(foreign_checkpoint_message(ckpt, origin, name, state))
         else:
-            card = card.replace(checkpoint=str(ckpt), sha256=sha256_file(ckpt), **_infer_shape(state, card))
+            trained, _ = read_card_json(ckpt)
+            if trained is not None:
+                card = _merge(card, trained, ckpt)
+            else:
+                card = card.replace(checkpoint=str(ckpt), sha256=sha256_file(ckpt), **_infer_shape(state, card))
     if card_overrides:
         card = card.replace(**card_overrides)
     model = build_model(card)
@@ -159,6 +199,51 @@ def create_model(
     model.card = card  # type: ignore[assignment]
     model.options = opts  # type: ignore[assignment]
     return model.to(device).eval()
+
+
+def inference_defense(name: str, options: dict[str, Any] | None = None) -> str | None:
+    """The defense (a ``reidbench.defenses`` spec) in the inference path of registered model
+    ``name`` with ``options``: its card's ``inference_defense`` unless its switch option is off."""
+    if ":" in name:
+        return None  # an external model: a black box with no card of ours
+    entry = MODELS.get(name)
+    spec = entry.card.inference_defense
+    if spec and entry.inference_switch is not None:
+        opts = {**entry.options, **(options or {})}
+        if not opts[entry.inference_switch]:
+            return None
+    return spec or None
+
+
+def _from_bot(state: dict[str, torch.Tensor], card: ModelCard, ckpt: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """A BoT (michuanhaohao/reid-strong-baseline) ``resnet50_model_N.pth`` as the BNNeck baseline:
+    BoT's key names mapped onto ours, the card filled from what the weights and BoT's defaults
+    say (last stride 1, BNNeck, ``TEST.NECK_FEAT after``, 256x128, ImageNet mean/std)."""
+    backbone = bot_backbone(state)
+    if "bottleneck.weight" not in state:
+        raise CheckpointError(f"checkpoint {ckpt} is a BoT checkpoint trained without the BN neck (MODEL.NECK no); "
+                              "reidbench's baseline has the BN neck, so it cannot take these weights")  # fmt: skip
+    if backbone is None:
+        raise CheckpointError(f"checkpoint {ckpt} is a BoT checkpoint with a backbone reidbench's baseline does not "
+                              "have; it takes BoT's resnet50 and resnet18 (LAST_STRIDE 1, no IBN)")  # fmt: skip
+    ours = bot_to_reidbench(state)
+    ours.setdefault("mean", torch.tensor(card.mean).view(1, 3, 1, 1))
+    ours.setdefault("std", torch.tensor(card.std).view(1, 3, 1, 1))
+    w = ours.get("classifier.weight")
+    card = card.replace(
+        backbone=backbone, input_size=(256, 128), feat_dim=2048 if backbone == "resnet50" else 512,
+        num_classes=int(w.shape[0]) if w is not None else card.num_classes, train_dataset="unknown",
+        hyperparams={}, checkpoint=str(ckpt), sha256=sha256_file(ckpt),
+        notes=f"imported: BoT (michuanhaohao/reid-strong-baseline) {backbone} checkpoint {ckpt.name}, "
+              "its keys mapped onto reidbench's BNNeck baseline",
+        deviations=(
+            "imported: weights trained by BoT (michuanhaohao/reid-strong-baseline), not by reidbench; "
+            "the training set and schedule are whatever that run used.",
+            "Assumes BoT's default test config: LAST_STRIDE 1, NECK bnneck, TEST.NECK_FEAT after, "
+            "input 256x128, ImageNet mean/std.",
+        ),
+    )  # fmt: skip
+    return ours, card
 
 
 def _infer_shape(state: dict[str, torch.Tensor], card: ModelCard) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Training a registered model end to end: data in, checkpoint and card out.
 
 ``train_registered("etndnet", dataset="synthetic-mini")`` builds the model from its card, reads
-the dataset, runs the model's recipe on the shared trainer and writes a safetensors checkpoint
-with its card beside it. The embedded default's configuration lives here, in one place, so the
+the dataset, runs the recipe its card names on the shared trainer and writes a safetensors
+checkpoint with its card beside it. The embedded default's configuration lives here, in one place, so the
 shipped checkpoints can be reproduced with ``reidbench train --model NAME``.
 """
 
@@ -24,7 +24,8 @@ from reidbench.models.backbones import build_backbone
 from reidbench.models.card import ModelCard
 from reidbench.models.checkpoints import save_checkpoint
 from reidbench.models.registry import MODELS, build_model
-from reidbench.models.trainer import TrainConfig, train
+from reidbench.train.registry import create_recipe
+from reidbench.train.trainer import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def train_registered(
     card = card.replace(backbone=backbone, input_size=tuple(input_size), feat_dim=feat_dim,
                         num_classes=int(labels.max()) + 1, train_dataset=dataset)  # fmt: skip
     model = build_model(card, imagenet_weights=imagenet_weights)
-    recipe = entry.recipe(**(recipe_options or {}))
+    recipe = create_recipe(name, **(recipe_options or {}))
     t0 = time.perf_counter()
     record = train(model, recipe, images, labels, camids, cfg, device=device, progress=progress)
     card = card.replace(hyperparams={**dataclasses.asdict(cfg), **recipe.hparams,
@@ -90,6 +91,7 @@ def train_registered(
         "python": platform.python_version(),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     card = save_checkpoint(model.cpu(), card, out, extra=extra)
     return card, out

@@ -4,7 +4,8 @@ The trainer owns what all re-ID recipes share: the P x K identity sampler, the s
 augmentation (flip, pad-and-crop, random erasing), the learning-rate schedule (linear warm-up,
 then steps), seeding, the progress bar and the checkpoint. A :class:`Recipe` is the strategy that
 plugs in: it may build its own optimisers, add a batch augmentation, and define the training step
-(ETNDNet's min-max game, IGOAS's suppression loss, adversarial training's attack).
+(ETNDNet's min-max game, IGOAS's suppression loss, adversarial training's attack). Recipes are
+registered by name (``reidbench.train.registry``); a model's card names the recipe that trains it.
 
 Training is deterministic under ``TrainConfig.seed`` on CPU: all randomness is drawn from
 generators seeded from it.
@@ -83,6 +84,9 @@ class Recipe:
       the standard one (``idx`` indexes the training split, so a recipe can use per-image state).
     * ``step(x, y, ctx)``: one optimisation step; returns named scalar losses for the progress bar.
     * ``hparams``: recorded on the model card.
+
+    A subclass sets ``name`` and is registered with ``@register_recipe``; a model card whose
+    ``recipe`` is that name trains with it.
     """
 
     name = "baseline"
