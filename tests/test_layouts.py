@@ -12,7 +12,8 @@ from PIL import Image
 
 from reidbench.data import DATASETS, load_dataset
 from reidbench.data.base import ReIDDataset
-from reidbench.data.layouts import load_msmt17, read_market_layout
+from reidbench.data.layouts import read_market_layout
+from reidbench.data.msmt17 import load_msmt17
 from reidbench.errors import DataError
 
 # (path relative to the dataset folder, pid, camid), in the order the parser must return them.

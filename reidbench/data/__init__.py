@@ -5,6 +5,7 @@ from reidbench.data.registry import DATASETS, DatasetEntry, default_data_root, l
 
 # Importing the modules registers their datasets.
 from reidbench.data import layouts as _layouts  # noqa: E402,F401  isort: skip
+from reidbench.data import msmt17 as _msmt17  # noqa: E402,F401  isort: skip
 from reidbench.data import synthetic as _synthetic  # noqa: E402,F401  isort: skip
 
 __all__ = [

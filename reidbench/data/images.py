@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,18 +34,54 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reidbench" / "images"
 
 
-def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode one file as RGB uint8 (H, W, 3) resized to ``size`` = (H, W) with bilinear filtering."""
+#: Re-ID crops are a few thousand pixels; a file far larger is a mistake or a decompression bomb.
+DEFAULT_MAX_PIXELS = 50_000_000
+MAX_PIXELS_ENV = "REIDBENCH_MAX_PIXELS"
+
+
+def max_pixels() -> int:
+    """The largest image (width x height) reidbench decodes: ``$REIDBENCH_MAX_PIXELS`` or 50 M."""
+    text = os.environ.get(MAX_PIXELS_ENV)
+    if text is None:
+        return DEFAULT_MAX_PIXELS
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{MAX_PIXELS_ENV}={text!r} is not a positive whole number of pixels; unset it or use e.g. 50000000")
+    return value
+
+
+def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode one file as RGB uint8 (H, W, 3) resized to ``size`` = (H, W) with bilinear filtering.
+
+    The header is read first, and an image over :func:`max_pixels` is refused before it is decoded.
+    """
+    limit = max_pixels()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > limit:
+                    raise _too_large(path, w, h, limit)
+                im = im.convert("RGB")
+                if im.size != (size[1], size[0]):
+                    im = im.resize((size[1], size[0]), Image.BILINEAR)
+                return np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError:
+        raise _too_large(path, 0, 0, limit) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"cannot read image {path}: {type(exc).__name__}: {exc}. Replace or remove the corrupt file."
         ) from None
+
+
+def _too_large(path: str | Path, w: int, h: int, limit: int) -> DataError:
+    dims = f"{w}x{h} = {w * h:,} pixels" if w else "over twice PIL's own limit"
+    return DataError(f"image {path} is {dims}, over the limit of {limit:,} pixels; re-ID crops are small, so check "
+                     f"the file, or raise the limit with {MAX_PIXELS_ENV}=N")  # fmt: skip
 
 
 def _key(samples: Sequence[Sample], size: tuple[int, int]) -> str:

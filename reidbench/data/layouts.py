@@ -1,256 +1,25 @@
-"""Real re-ID dataset layouts, read with the folder names and file names their users already have.
+"""Market-1501-style layouts (Market-1501, DukeMTMC-reID, Occluded-Duke) and the two-folder
+occluded/partial layouts (Occluded-REID, Partial-REID, P-DukeMTMC-reID), with their registration.
 
-Each dataset is read from the folder it unpacks to (or the one torchreid and the occluded re-ID
-repos expect) under the data root: ``<root>/Market-1501-v15.09.15``, ``<root>/DukeMTMC-reID``,
-``<root>/MSMT17_V2``, ... :func:`find_dataset_folder` tries each dataset's candidate folders in
-order, the data root itself last.
-
-Rules shared by every layout:
-
-* junk images (pid -1) are dropped; distractors (pid 0) stay where they are (the gallery);
-* camera ids are 0-based (Market-1501 ``c1`` -> 0);
-* samples are sorted by path and their paths are absolute; the dataset's ``root`` is the dataset
-  folder, so the fingerprint does not depend on where the data root lives;
-* only image files count (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``, ``.tif``, ``.tiff``); other files
-  (``Thumbs.db``, ``.txt``) and hidden files are ignored;
-* a missing folder or list file, a folder without images, an image whose name breaks the
-  convention, or a malformed list line raises :class:`~reidbench.errors.DataError` with one line
-  naming the folder, file or line and what was expected.
-
-Occluded-REID, Partial-REID and P-DukeMTMC-reID carry no camera labels. As in PVPM, BPBreID and
-EANet, queries (occluded or partial images) get camid 0 and the gallery (whole-body images) camid
-1, so the same-camera filter of the evaluation never removes a true match.
+The rules every layout shares are in :mod:`reidbench.data.layout_io`.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from reidbench.data.base import ReIDDataset, Sample
-from reidbench.data.registry import ENV_DATA_ROOT, DatasetEntry, register_dataset
-from reidbench.errors import DataError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
-
-JUNK_PID = -1
-
-MARKET_FOLDERS = ("bounding_box_train/", "query/", "bounding_box_test/")
-
-# torchreid's ``([-\d]+)_c(\d)``, anchored at the start of the name and with the sign limited to
-# a leading minus, so that "x_0002_c1.jpg" or "1-2_c1.jpg" are rejected rather than misread.
-MARKET_PATTERN = re.compile(r"^(-?\d+)_c(\d)")
-# Occluded-REID "001_01.tif", Partial-REID "001_001.jpg": pid, underscore, image index.
-BODY_PATTERN = re.compile(r"^(\d+)_\d+")
-# P-DukeMTMC-reID: only the leading pid is read (PVPM and BPBreID split the name on "_").
-PID_PREFIX_PATTERN = re.compile(r"^(\d+)_")
-# MSMT17 "0000_000_01_0303morning_0015_0.jpg": pid, index, 1-based camera, ...
-MSMT_PATTERN = re.compile(r"^(\d+)_(\d+)_(\d+)_")
-
-
-def data_root_hint(*folders: str) -> str:
-    """The sentence that ends every layout error: how to point reidbench at the data."""
-    held = " or ".join(f"{f}/" for f in folders)
-    return f"Pass --data-root or set {ENV_DATA_ROOT} to the folder that holds {held}."
-
-
-def _describe(required: Sequence[str]) -> str:
-    return ", ".join(required)
-
-
-def _missing(folder: Path, required: Sequence[str]) -> list[str]:
-    out = []
-    for entry in required:
-        path = folder / entry.rstrip("/")
-        ok = path.is_dir() if entry.endswith("/") else path.is_file()
-        if not ok:
-            out.append(entry)
-    return out
-
-
-def _missing_message(
-    label: str, folder: Path, entry: str, required: Sequence[str], hint: str
-) -> str:
-    kind = "folder" if entry.endswith("/") else "file"
-    return (
-        f"{label} layout not found: missing {kind} {entry.rstrip('/')!r} under {folder} "
-        f"(expected {_describe(required)}). {hint}".rstrip()
-    )
-
-
-def find_dataset_folder(
-    root: Path, label: str, candidates: Mapping[str, Sequence[str]], hint: str
-) -> Path:
-    """Return the first candidate folder under ``root`` that holds all its required entries.
-
-    Args:
-        root: the data root.
-        label: the dataset's name in messages ("Market-1501").
-        candidates: folder relative to ``root`` ("." is ``root`` itself), in order of preference,
-            mapped to the entries it must hold; an entry ending in "/" is a folder, any other a file.
-        hint: the sentence appended to errors (see :func:`data_root_hint`).
-
-    When no candidate is complete, the error names the first missing entry of the closest one
-    (most entries present, then the earliest existing named folder), or says that none exists.
-    """
-    root = Path(root).expanduser().absolute()
-    if not root.is_dir():
-        raise DataError(f"{label} layout not found: data root {root} does not exist. {hint}")
-    best: tuple[int, Path, Sequence[str], list[str]] | None = None
-    for rel, required in candidates.items():
-        folder = root if rel == "." else root / rel
-        if not folder.is_dir():
-            continue
-        missing = _missing(folder, required)
-        if not missing:
-            return folder
-        present = len(required) - len(missing)
-        if present == 0 and rel == ".":
-            continue  # the data root always exists; only name it when it holds part of a layout
-        if best is None or present > best[0]:
-            best = (present, folder, required, missing)
-    if best is not None:
-        _, folder, required, missing = best
-        raise DataError(_missing_message(label, folder, missing[0], required, hint))
-    named = [rel + "/" for rel in candidates if rel != "."]
-    itself = ""
-    if "." in candidates:
-        itself = f", and {root} itself does not hold {_describe(candidates['.'])}"
-    raise DataError(
-        f"{label} layout not found: no {' or '.join(named)} under {root}{itself}. {hint}"
-    )
-
-
-def _require(label: str, folder: Path, required: Sequence[str], hint: str) -> None:
-    missing = _missing(folder, required)
-    if missing:
-        raise DataError(_missing_message(label, folder, missing[0], required, hint))
-
-
-def list_images(folder: Path, label: str, example: str, *, nested: bool = False) -> list[Path]:
-    """Image files in ``folder`` (and, with ``nested``, in its subfolders one level down), sorted.
-
-    An empty result is an error: a layout folder without images is a broken download.
-    """
-    found: list[Path] = []
-    with os.scandir(folder) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            if nested:
-                found.extend(_list_images_flat(Path(entry.path)))
-        elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-            found.append(Path(entry.path))
-    if not found:
-        where = f"{folder} or its subfolders" if nested else str(folder)
-        raise DataError(f"{label}: no images in {where} (expected files named like {example}).")
-    return found
-
-
-def _list_images_flat(folder: Path) -> list[Path]:
-    with os.scandir(folder) as it:
-        return sorted(
-            Path(e.path)
-            for e in it
-            if not e.name.startswith(".")
-            and e.is_file()
-            and Path(e.name).suffix.lower() in IMAGE_SUFFIXES
-        )
-
-
-def _malformed(label: str, path: Path, pattern: re.Pattern[str], example: str) -> DataError:
-    return DataError(
-        f"malformed {label} file name {path}: expected the pattern {pattern.pattern} "
-        f"(e.g. {example})."
-    )
-
-
-def _by_path(samples: list[Sample]) -> list[Sample]:
-    return sorted(samples, key=lambda s: s.path.as_posix())
-
-
-def read_camera_folder(
-    folder: Path, label: str, example: str, *, num_cams: int | None = None
-) -> list[Sample]:
-    """Parse a Market-1501-style folder: pid and 1-based camera from ``PPPP_cC...`` names.
-
-    Junk (pid -1) is dropped. ``num_cams`` bounds the camera digit (1..num_cams); without it
-    only c0 is rejected.
-    """
-    samples: list[Sample] = []
-    for path in list_images(folder, label, example):
-        m = MARKET_PATTERN.match(path.name)
-        if m is None:
-            raise _malformed(label, path, MARKET_PATTERN, example)
-        pid, cam = int(m.group(1)), int(m.group(2))
-        if pid < JUNK_PID:
-            raise _malformed(label, path, MARKET_PATTERN, example)
-        top = num_cams if num_cams is not None else 9
-        if not 1 <= cam <= top:
-            raise DataError(
-                f"{label} file {path} has camera c{cam}; expected c1..c{top} "
-                f"(cameras are numbered from 1 in file names)."
-            )
-        if pid == JUNK_PID:
-            continue
-        samples.append(Sample(path, pid, cam - 1))
-    return _by_path(samples)
-
-
-def read_market_layout(
-    folder: Path,
-    name: str,
-    *,
-    label: str = "Market-1501",
-    example: str = "0002_c1s1_000451_03.jpg",
-    num_cams: int | None = None,
-    hint: str = "",
-) -> ReIDDataset:
-    """Read ``bounding_box_train/``, ``query/`` and ``bounding_box_test/`` directly under ``folder``.
-
-    This is the Market-1501 layout, shared by DukeMTMC-reID, Occluded-Duke and the synthetic
-    presets (which write ``.png``). File names start with ``PPPP_cC`` (pid, 1-based camera).
-
-    Args:
-        folder: the exact folder that holds the three split folders.
-        name: the registry name stored in the dataset.
-        label: the dataset's name in error messages.
-        example: a valid file name, shown in error messages.
-        num_cams: when given, camera digits must lie in 1..num_cams.
-        hint: appended to the missing-folder error.
-    """
-    folder = Path(folder).expanduser().absolute()
-    _require(label, folder, MARKET_FOLDERS, hint)
-    train, query, gallery = (
-        read_camera_folder(folder / split.rstrip("/"), label, example, num_cams=num_cams)
-        for split in MARKET_FOLDERS
-    )
-    return ReIDDataset(name=name, root=folder, train=train, query=query, gallery=gallery)
-
-
-def read_body_images(
-    folder: Path,
-    label: str,
-    camid: int,
-    pattern: re.Pattern[str],
-    example: str,
-) -> list[Sample]:
-    """Parse an ``*_body_images`` folder: pid from the name, one camid for the whole folder.
-
-    Images may sit directly in ``folder`` or in one subfolder per identity (``001/001_01.tif``).
-    """
-    samples: list[Sample] = []
-    for path in list_images(folder, label, example, nested=True):
-        m = pattern.match(path.name)
-        if m is None:
-            raise _malformed(label, path, pattern, example)
-        samples.append(Sample(path, int(m.group(1)), camid))
-    return _by_path(samples)
-
+from reidbench.data.layout_io import (
+    BODY_PATTERN,
+    MARKET_FOLDERS,
+    PID_PREFIX_PATTERN,
+    data_root_hint,
+    find_dataset_folder,
+    read_body_images,
+    read_market_layout,
+    sorted_by_path,
+)
+from reidbench.data.registry import DatasetEntry, register_dataset
 
 # --------------------------------------------------------------------------------------------
 # Market-1501, DukeMTMC-reID, Occluded-Duke
@@ -347,109 +116,6 @@ def load_occluded_duke(root: Path) -> ReIDDataset:
     )
     return read_market_layout(
         folder, "occluded_duke", label="Occluded-Duke", example=DUKE_EXAMPLE, num_cams=8, hint=hint
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# MSMT17
-
-MSMT_LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
-MSMT_VERSIONS = {
-    "MSMT17_V1": ("train/", "test/", *MSMT_LISTS),
-    "MSMT17_V2": ("mask_train_v2/", "mask_test_v2/", *MSMT_LISTS),
-}
-MSMT_EXAMPLE_LINE = "0000/0000_000_01_0303morning_0015_0.jpg 0"
-
-
-def read_msmt_list(list_path: Path, image_folder: Path, *, label: str = "MSMT17") -> list[Sample]:
-    """Parse one MSMT17 list file: lines ``<path relative to image_folder> <pid>``.
-
-    The pid comes from the list; the camera from the third field of the file name
-    (``0000_000_01_...`` is camera 01, camid 0), as torchreid reads it. The first listed image
-    must exist (this catches a list paired with the wrong version's folder); the others are not
-    checked one by one.
-    """
-    samples: list[Sample] = []
-    text = list_path.read_text()
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
-            raise DataError(
-                f"malformed line {lineno} in {list_path}: {line.strip()!r} "
-                f"(expected '<relative path> <pid>', e.g. {MSMT_EXAMPLE_LINE!r})."
-            )
-        rel, pid = parts[0], int(parts[1])
-        path = image_folder / rel
-        m = MSMT_PATTERN.match(path.name)
-        if m is None:
-            raise _malformed(label, path, MSMT_PATTERN, "0000_000_01_0303morning_0015_0.jpg")
-        cam = int(m.group(3))
-        if cam < 1:
-            raise DataError(
-                f"{label} file {path} (line {lineno} of {list_path}) has camera {cam}; "
-                f"cameras are numbered from 01 in file names."
-            )
-        if not samples and not path.is_file():
-            raise DataError(
-                f"{label}: {list_path.name} lists {rel}, which is missing under {image_folder}."
-            )
-        if pid == JUNK_PID:
-            continue
-        samples.append(Sample(path, pid, cam - 1))
-    if not samples:
-        raise DataError(
-            f"{label}: {list_path} lists no images (expected lines like {MSMT_EXAMPLE_LINE!r})."
-        )
-    return samples
-
-
-def load_msmt17(root: Path, *, include_val: bool = True) -> ReIDDataset:
-    """MSMT17.
-
-    Reference:
-        Wei et al. Person Transfer GAN to Bridge Domain Gap for Person Re-Identification.
-        CVPR 2018.
-
-    URL: `<http://www.pkuvmc.com/publications/msmt17.html>`_
-
-    Layout: ``<root>/MSMT17_V1/`` (``train/``, ``test/``) or ``<root>/MSMT17_V2/``
-    (``mask_train_v2/``, ``mask_test_v2/``; faces blurred), each with ``list_train.txt``,
-    ``list_val.txt``, ``list_query.txt`` and ``list_gallery.txt``; torchreid's
-    ``<root>/msmt17/MSMT17_V*`` is accepted too. V1 is preferred when both are present.
-
-    The training split is ``list_train.txt`` + ``list_val.txt`` (``include_val``): together they
-    are the paper's 32,621 training images, and TransReID reads them that way. torchreid adds
-    the val list only with ``combineall=True``.
-
-    Dataset statistics:
-        - identities: 4,101; 1,041 (train) + 3,060 (test).
-        - images: 126,441; 32,621 (train + val) + 11,659 (query) + 82,161 (gallery).
-        - cameras: 15.
-    """
-    hint = data_root_hint("MSMT17_V1", "MSMT17_V2")
-    candidates: dict[str, Sequence[str]] = {}
-    for prefix in ("", "msmt17/"):
-        for version, required in MSMT_VERSIONS.items():
-            candidates[prefix + version] = required
-    folder = find_dataset_folder(root, "MSMT17", candidates, hint)
-    train_dir, test_dir = (folder / d.rstrip("/") for d in MSMT_VERSIONS[folder.name][:2])
-    train = read_msmt_list(folder / "list_train.txt", train_dir)
-    if include_val:
-        train += read_msmt_list(folder / "list_val.txt", train_dir)
-    query = read_msmt_list(folder / "list_query.txt", test_dir)
-    gallery = read_msmt_list(folder / "list_gallery.txt", test_dir)
-    return ReIDDataset(
-        name="msmt17",
-        root=folder,
-        train=_by_path(train),
-        query=_by_path(query),
-        gallery=_by_path(gallery),
-        extra={
-            "version": folder.name,
-            "train_lists": "list_train.txt+list_val.txt" if include_val else "list_train.txt",
-        },
     )
 
 
@@ -575,7 +241,7 @@ def load_p_dukemtmc_reid(root: Path) -> ReIDDataset:
     return ReIDDataset(
         name="p_dukemtmc_reid",
         root=folder,
-        train=_by_path(train),
+        train=sorted_by_path(train),
         query=read("test/occluded_body_images", QUERY_CAMID),
         gallery=read("test/whole_body_images", GALLERY_CAMID),
     )
@@ -616,17 +282,6 @@ register_dataset(
         load=load_occluded_duke,
         reference="Miao et al. Pose-Guided Feature Alignment for Occluded Person "
         "Re-Identification. ICCV 2019. https://github.com/lightas/Occluded-DukeMTMC-Dataset",
-    )
-)
-register_dataset(
-    DatasetEntry(
-        name="msmt17",
-        description="MSMT17: 4,101 ids, 126,441 images, 15 cameras "
-        "(32,621 train+val / 11,659 query / 82,161 gallery)",
-        folder="MSMT17_V1 or MSMT17_V2",
-        load=load_msmt17,
-        reference="Wei et al. Person Transfer GAN to Bridge Domain Gap for Person "
-        "Re-Identification. CVPR 2018. http://www.pkuvmc.com/publications/msmt17.html",
     )
 )
 register_dataset(

@@ -685,22 +685,48 @@ def preset_folder(root: Path, preset: str, seed: int | None = None) -> Path:
 
 
 def ensure_generated(root: Path, preset: str, seed: int | None = None, show_progress: bool = True) -> Path:
-    """Generate the preset under ``root`` unless a finished copy is already there."""
+    """Generate the preset under ``root`` unless a finished copy is already there.
+
+    Safe across processes: generation runs under an OS file lock (``root/.<folder>.lock``, released
+    when the process ends, however it ends), so of two processes that need the same preset one
+    generates it and the other waits, then reuses it.
+    """
+    from filelock import FileLock, Timeout
+
     folder = preset_folder(root, preset, seed)
     if (folder / "synthetic.json").exists():
         return folder
-    p = PRESETS[preset]
-    total = p.train_images + p.query_images + p.gallery_images + p.distractors + p.junk
-    tmp = folder.with_name(folder.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    log.info("generating synthetic preset %s under %s", preset, folder)
-    from reidbench.progress import bar as tqdm
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        lock = FileLock(Path(root) / f".{folder.name}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.warning("another process is generating synthetic-%s under %s; waiting for it", preset, root)
+            lock.acquire()
+    except OSError as exc:
+        raise DataError(f"cannot write the synthetic dataset under {root}: {exc.strerror}. "
+                        "Pass --data-root or set REIDBENCH_DATA to a writable folder.") from None  # fmt: skip
+    try:
+        if (folder / "synthetic.json").exists():  # the process we waited for made it
+            return folder
+        p = PRESETS[preset]
+        total = p.train_images + p.query_images + p.gallery_images + p.distractors + p.junk
+        tmp = folder.with_name(folder.name + ".partial")
+        if tmp.exists():  # left by an interrupted generation (a live one would hold the lock)
+            shutil.rmtree(tmp)
+        if folder.exists():
+            raise DataError(f"{folder} exists but has no synthetic.json, so it is not a finished generation; "
+                            "delete it and run again to regenerate it")  # fmt: skip
+        log.info("generating synthetic preset %s under %s", preset, folder)
+        from reidbench.progress import bar as tqdm
 
-    with tqdm(total=total, desc=f"synthetic {preset}", unit="img", disable=not show_progress, leave=False) as bar:
-        generate(p, tmp, seed=seed, progress=bar.update)
-    tmp.rename(folder)  # atomic: an interrupted generation never looks finished
-    return folder
+        with tqdm(total=total, desc=f"synthetic {preset}", unit="img", disable=not show_progress, leave=False) as bar:
+            generate(p, tmp, seed=seed, progress=bar.update)
+        tmp.rename(folder)  # atomic: an interrupted generation never looks finished
+        return folder
+    finally:
+        lock.release()
 
 
 def _loader(preset: str) -> Callable[[Path], ReIDDataset]:
