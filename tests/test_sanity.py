@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from reidbench.attacks.base import GradStats
+from reidbench.attacks.telemetry import GradStats
 from reidbench.defenses import Defended, create_defense
 from reidbench.eval.results import CellConfig, CellResult
 from reidbench.eval.sanity import (
@@ -27,14 +27,14 @@ def row(mAP: float, *, attack: str = "sma", family: str | None = None, defense: 
         mode: str | None = None, eps: float | None = 5, steps: int | None = 15, surrogate: str = "",
         params: dict[str, Any] | None = None, draws: int = 1, mAP_worst: float | None = None,
         mAP_std: float | None = None, extra: dict[str, Any] | None = None, n_valid: int = N_QUERY,
-        model: str = "baseline") -> CellResult:  # fmt: skip
+        model: str = "baseline", target: str = "query") -> CellResult:  # fmt: skip
     if attack == "none":
         eps = steps = None
     p = {"eps": eps, "steps": steps, **(params or {})} if attack != "none" else {}
     if mode is None:
         mode = "none" if defense == "none" or attack == "none" else "adaptive"
     cfg = CellConfig(model=model, dataset="market1501", attack=attack, defense=defense, mode=mode,
-                     target="none" if attack == "none" else "query", surrogate=surrogate,
+                     target="none" if attack == "none" else target, surrogate=surrogate,
                      params=json.dumps(p, sort_keys=True), eps=eps, steps=steps)  # fmt: skip
     fam = family or {"none": "clean", "noise": "noise"}.get(attack, "metric")
     return CellResult(config=cfg, family=fam, threat="", rank1=mAP, rank5=mAP, rank10=mAP, mAP=mAP,
@@ -144,6 +144,31 @@ def test_adaptive_must_beat_oblivious() -> None:
 # --- random defenses: draws and EOT --------------------------------------------------------------------
 
 
+def test_both_sides_must_not_beat_one_side() -> None:
+    """SMA pushes every image away from its clean embedding; perturbing the gallery too can move
+    both alike and restore their similarity, so 'both' leaves a higher mAP than the query alone."""
+    query, gallery, both = row(20, target="query"), row(25, target="gallery"), row(35, target="both")
+    ws = run_sanity_checks([query, gallery, both])
+    assert [(w.check, w.cell_id) for w in ws] == [("both>one-side", both.cell_id)]
+    # compared with the stronger side, and the message says which and why
+    assert "mAP 35.0 with query and gallery both attacked > 20.0 with the query alone attacked" in ws[0].message
+    assert "restored part of their similarity" in ws[0].message
+    assert ws[0].message.startswith("[both>one-side] baseline / sma eps=5 [both]: ")
+    # within the tolerance, or weaker than one side: quiet
+    assert checks_of([row(20, target="query"), row(20.4, target="both")]) == []
+    assert checks_of([row(30, target="query"), row(10, target="both")]) == []
+    # only the same attack, parameters, model, defense and mode are compared
+    apart = [row(20, target="query"), row(35, target="both", eps=8), row(35, target="both", attack="mifgsm"),
+             row(35, target="both", model="jad"), row(35, target="both", defense="cs"),
+             row(35, target="both", params={"momentum": 0.5})]  # fmt: skip
+    assert [c for c, _ in checks_of(apart) if c == "both>one-side"] == []
+    # the resolution of the metric on a small query set (one query = 3.1 points) is tolerated
+    assert checks_of([row(20, target="query", n_valid=32), row(22, target="both", n_valid=32)]) == []
+    # both sides on the gallery-only row alone
+    g_only = [row(25, target="gallery"), row(35, target="both")]
+    assert [(w.check, "gallery alone" in w.message) for w in run_sanity_checks(g_only)] == [("both>one-side", True)]
+
+
 def test_random_defense_needs_several_draws_and_a_worst_case() -> None:
     ok = row(30, defense="resize-pad", params={"eot": 10}, draws=5, mAP_worst=27, mAP_std=1.5)
     one = row(30, defense="resize-pad", params={"eot": 10})
@@ -246,6 +271,7 @@ def test_every_check_is_exercised(check: str) -> None:
         [row(50), row(45, surrogate="resnet50")],
         [row(66), row(65, attack="noise")],
         [row(38, defense="cs", mode="oblivious"), row(45, defense="cs")],
+        [row(20, target="query"), row(35, target="both")],
         [row(30, defense="resize-pad", params={"eot": 1})],
         [row(30, extra=grads(zero_frac=1.0))],
     ]

@@ -25,7 +25,7 @@ from typing import Any
 from reidbench import __version__
 from reidbench.check.tolerances import ToleranceError, ToleranceRule, parse_rule, unmatched_reason
 from reidbench.errors import DataError
-from reidbench.eval.results import METRICS, CellResult
+from reidbench.eval.results import METRICS, CellConfig, CellResult, migrate_config
 
 GOLDEN_FORMAT = "reidbench-golden/1"
 
@@ -160,9 +160,27 @@ def _read_cells(doc: dict[str, Any], path: Path) -> dict[str, GoldenCell]:
     entries = _get(doc, "cells", dict, "", path)
     if not entries:
         raise _malformed(path, "'cells' is empty, so it would guard nothing")
-    cells = {cell_id: _read_cell(cell_id, entry, path) for cell_id, entry in entries.items()}
+    cells = {}
+    for cell_id, entry in entries.items():
+        cell = _read_cell(cell_id, entry, path)
+        cells[cell.cell_id] = cell
     _check_same_metrics(cells, path)
     return cells
+
+
+def _current_id(cell_id: str, config: dict[str, Any]) -> str:
+    """The id this cell has under today's parameter normalisation (old golden files keep matching).
+
+    Only a config that reproduces its stored id is trusted to be migrated.
+    """
+    known = {f.name for f in dataclasses.fields(CellConfig)}
+    try:
+        cfg = CellConfig(**{k: v for k, v in config.items() if k in known})
+        if cfg.cell_id != cell_id:
+            return cell_id
+        return migrate_config(cfg).cell_id
+    except (TypeError, ValueError):
+        return cell_id
 
 
 def _read_cell(cell_id: str, entry: Any, path: Path) -> GoldenCell:
@@ -173,7 +191,7 @@ def _read_cell(cell_id: str, entry: Any, path: Path) -> GoldenCell:
     config = _get(entry, "config", dict, where, path)
     if not isinstance(config.get("attack", "none"), str):
         raise _malformed(path, f"'{where}.config.attack' should be a string, not {_json_type(config['attack'])}")
-    return GoldenCell(cell_id, label, config, _read_metrics(entry, where, path))
+    return GoldenCell(_current_id(cell_id, config), label, config, _read_metrics(entry, where, path))
 
 
 def _read_metrics(entry: dict[str, Any], where: str, path: Path) -> dict[str, float | None]:

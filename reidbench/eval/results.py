@@ -17,8 +17,10 @@ Metric values are in percent (0-100), as papers print them. Budgets (eps, step) 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from reidbench.errors import DataError
+from reidbench.attack_types import Family
+from reidbench.errors import DataError, ReidbenchError
+
+log = logging.getLogger(__name__)
 
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 
@@ -82,6 +87,10 @@ class CellConfig:
         parts.append(att)
         return " / ".join(parts)
 
+    def slug(self) -> str:
+        """The label as a folder name: ``baseline__mifgsm_eps5``."""
+        return self.label().replace(" / ", "__").replace(" ", "_").replace("=", "").replace("[", "").replace("]", "")
+
 
 @dataclass(frozen=True)
 class CellResult:
@@ -110,6 +119,11 @@ class CellResult:
     @property
     def cell_id(self) -> str:
         return self.config.cell_id
+
+    @property
+    def kind(self) -> Family:
+        """The attack family as a :class:`~reidbench.attack_types.Family`, whose traits callers ask."""
+        return Family.of(self.family)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -144,15 +158,94 @@ class CellResult:
         return dataclasses.replace(self, warnings=self.warnings + new)
 
 
+_NUM = (int, float)
+_CONFIG_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
+    # field: (accepted types, may be null)
+    "model": ((str,), False), "dataset": ((str,), False), "attack": ((str,), False), "defense": ((str,), False),
+    "mode": ((str,), False), "target": ((str,), False), "surrogate": ((str,), False), "params": ((str,), False),
+    "eps": (_NUM, True), "step": (_NUM, True), "steps": ((int,), True), "area": (_NUM, True), "seed": ((int,), False),
+    "rerank": ((bool,), False), "distance": ((str,), False), "ap_variant": ((str,), False),
+}  # fmt: skip
+_RESULT_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
+    "family": ((str,), False), "threat": ((str,), False), "rank1": (_NUM, False), "rank5": (_NUM, False),
+    "rank10": (_NUM, False), "mAP": (_NUM, False), "mINP": (_NUM, False), "n_query": ((int,), False),
+    "n_gallery": ((int,), False), "n_valid_query": ((int,), False), "seconds": (_NUM, False),
+    "fingerprint": ((str,), False), "draws": ((int,), False), "mAP_worst": (_NUM, True),
+    "rank1_worst": (_NUM, True), "mAP_std": (_NUM, True), "warnings": ((list,), False), "extra": ((dict,), False),
+}  # fmt: skip
+_REQUIRED = {"config", "family", "rank1", "rank5", "rank10", "mAP", "mINP", "n_query", "n_gallery", "n_valid_query"}
+_REQUIRED_CONFIG = {"model", "dataset"}
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else {str: "a string", bool: "a boolean", list: "a list", dict: "an object"}.get(
+        type(value), "a number" if isinstance(value, _NUM) else type(value).__name__)
+
+
+def _check_fields(d: dict[str, Any], schema: dict[str, tuple[tuple[type, ...], bool]], where: str) -> None:
+    for key, (types, nullable) in schema.items():
+        if key not in d:
+            continue
+        v = d[key]
+        ok = (v is None and nullable) or (isinstance(v, types) and not (isinstance(v, bool) and bool not in types))
+        if not ok:
+            want = " or ".join(_type_name(t()) if t is not int else "an integer" for t in types) + (" or null" if nullable else "")
+            raise DataError(f"{where}{key} is {_type_name(v)} ({v!r:.40}), not {want}")
+
+
+def validate_record(d: Any) -> None:
+    """Refuse a record that is not what :meth:`CellResult.to_dict` writes (a hand-edited or
+    truncated file): a missing field, a string where a number belongs, a malformed config."""
+    if not isinstance(d, dict):
+        raise DataError(f"the record is {_type_name(d)}, not an object")
+    missing = sorted(_REQUIRED - set(d))
+    if missing:
+        raise DataError(f"the record has no {', '.join(missing)}")
+    cfg = d["config"]
+    if not isinstance(cfg, dict):
+        raise DataError(f"config is {_type_name(cfg)}, not an object")
+    missing = sorted(_REQUIRED_CONFIG - set(cfg))
+    if missing:
+        raise DataError(f"config has no {', '.join(missing)}")
+    _check_fields(cfg, _CONFIG_SCHEMA, "config.")
+    _check_fields(d, _RESULT_SCHEMA, "")
+    try:
+        params = json.loads(cfg.get("params", "{}"))
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        raise DataError("config.params is not a JSON object")
+
+
+def disk_full_error(path: Path, needed: int) -> ReidbenchError:
+    """One line for a full disk: what was being written, how much it needs, what is free."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = 0
+    return ReidbenchError(f"the disk is full while writing {path} (needs about {needed / 1e6:.1f} MB, "
+                          f"{free / 1e6:.1f} MB free); free some space and re-run the same command: "
+                          "every finished cell is kept and the run resumes")  # fmt: skip
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
+    """Write via a temporary file and rename, so a reader never sees half a file. A full disk
+    leaves the old file as it was, removes the temporary one and raises one clear line."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full_error(path, len(text.encode())) from None
+        raise
 
 
 def write_record(run_dir: Path, result: CellResult) -> Path:
@@ -161,18 +254,83 @@ def write_record(run_dir: Path, result: CellResult) -> Path:
     return path
 
 
-def read_records(run_dir: str | Path) -> list[CellResult]:
-    """Every finished cell of a run, in a stable order (by cell id)."""
+def _has_whole_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return value.is_integer()
+    if isinstance(value, list):
+        return any(_has_whole_float(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_whole_float(v) for v in value.values())
+    return False
+
+
+def migrate_config(cfg: CellConfig) -> CellConfig:
+    """``cfg`` with its parameters written as reidbench writes them now.
+
+    Before 0.2 a number's type came from how it was typed (``--eps 2,5`` stored ``"eps": 5.0``
+    while the default stored ``5``), so the same cell had two ids. Parameters are now normalised
+    to the type of their default before the id is hashed; this brings old configs to that form.
+    Attacks that are not registered in this process are left as they are.
+    """
+    try:
+        params = json.loads(cfg.params)
+    except (TypeError, ValueError):
+        return cfg
+    if cfg.attack == "none" or not isinstance(params, dict) or not _has_whole_float(params):
+        return cfg
+    from reidbench.attacks import attack_params  # only for old records: keeps reading light
+    from reidbench.errors import ReidbenchError
+
+    try:
+        norm = attack_params(cfg.attack, **params)
+    except ReidbenchError:
+        return cfg
+    return dataclasses.replace(cfg, params=json.dumps(norm, sort_keys=True))
+
+
+def _migrate_file(run_dir: Path, path: Path, record: CellResult) -> CellResult:
+    """Rename an old record (and its artifact) to its id under today's normalisation."""
+    cfg = migrate_config(record.config)
+    if cfg == record.config:
+        return record
+    new = dataclasses.replace(record, config=cfg)
+    target = path.with_name(f"{new.cell_id}.json")
+    if not target.exists():
+        atomic_write_text(target, json.dumps(new.to_dict(), indent=1, sort_keys=True))
+        old_art, new_art = artifact_path(run_dir, record.cell_id), artifact_path(run_dir, new.cell_id)
+        if old_art.is_file() and not new_art.exists():
+            old_art.replace(new_art)
+    path.unlink(missing_ok=True)
+    return new
+
+
+def read_records(run_dir: str | Path, *, skipped: list[str] | None = None) -> list[CellResult]:
+    """Every finished cell of a run, in a stable order (by cell id).
+
+    The run directory is untrusted input: a record that fails validation (unreadable JSON, a
+    missing field, a wrong type) is left out with one logged line naming the file and the fix,
+    also appended to ``skipped``; the good records are returned intact. A re-run recomputes the
+    cells left out. Records written by older versions are migrated in place (:func:`migrate_config`).
+    """
     cells = Path(run_dir) / "cells"
     if not cells.is_dir():
         raise DataError(f"{run_dir} is not a reidbench run directory (no cells/ folder); run `reidbench run --out {run_dir}` first")
-    out = []
+    out: dict[str, CellResult] = {}
     for p in sorted(cells.glob("*.json")):
         try:
-            out.append(CellResult.from_dict(json.loads(p.read_text())))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DataError(f"result record {p} is malformed ({exc}); delete it and re-run to recompute that cell") from None
-    return out
+            d = json.loads(p.read_text())
+            validate_record(d)
+            record = CellResult.from_dict(d)
+        except (ValueError, KeyError, TypeError, OSError, DataError) as exc:
+            line = (f"skipped result record {p}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                    "delete it, and a re-run of the same command recomputes that cell")  # fmt: skip
+            log.warning(line)
+            if skipped is not None:
+                skipped.append(line)
+            continue
+        record = _migrate_file(Path(run_dir), p, record)
+        out.setdefault(record.cell_id, record)
+    return [out[k] for k in sorted(out)]
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
@@ -228,8 +386,14 @@ class CellArtifact:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
+        try:
+            np.savez_compressed(tmp, **arrays)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full_error(path, sum(a.nbytes for a in arrays.values())) from None
+            raise
 
     @classmethod
     def load(cls, path: Path) -> CellArtifact:

@@ -18,7 +18,7 @@ Checks (the name is the bracketed tag of the message):
     An attacked row must not have a higher mAP than the clean row of the same model, defense
     and dataset.
 ``whitebox>transfer``, ``whitebox>noise``
-    A white-box gradient attack (family ``metric`` or ``classification``, no ``surrogate``, mode
+    A white-box gradient attack (a family whose ``optimised`` trait is set, no ``surrogate``, mode
     ``none`` or ``adaptive``) must not do worse than the same attack with the same parameters
     transferred from a surrogate (any mode, same defense), nor than the ``noise`` attack with the
     same eps on the same model and defense. Oblivious rows are not white-box against the defended
@@ -26,6 +26,14 @@ Checks (the name is the bracketed tag of the message):
 ``adaptive>oblivious``
     The adaptive row must not have a higher mAP than the oblivious row with the same attack and
     parameters (``eot``/``bpda`` ignored, as they only exist in adaptive mode).
+``both>one-side``
+    A row with both sides attacked (``target`` ``both``) must not have a higher mAP than the row
+    with the same attack, parameters, model, defense and mode on the query or the gallery alone
+    (the lower of the two when both exist). Perturbing both sides is meant to be the stronger
+    threat; when it is not, matching perturbed queries against perturbed gallery images restored
+    part of their similarity (both were moved alike, as SMA's push away from the clean embedding
+    does), so the ``both`` row measures that, not a stronger attacker: read the one-side rows as
+    the attack's strength.
 ``draws``
     A row on a random defense must be evaluated over several draws (``draws > 1``) and carry its
     worst case (``mAP_worst <= mAP``).
@@ -34,7 +42,7 @@ Checks (the name is the bracketed tag of the message):
     (the EOT the harness actually crafted with), else ``eot`` in the params, must be > 1.
 ``gradient-masking``
     The attack's gradients must not vanish. Reads these keys of ``CellResult.extra``: the scalar
-    part of the metric attacks' ``grad_stats`` (``reidbench.attacks.base.GradStats.summary()``),
+    part of the metric attacks' ``grad_stats`` (``reidbench.attacks.telemetry.GradStats.summary()``),
     which the harness copies into every row. The gradient is the raw input gradient of the attack
     loss (EOT-averaged, before normalisation, sign or momentum):
 
@@ -86,7 +94,6 @@ TOL_MAP = 0.5
 ZERO_FRAC = 0.9
 COLLAPSE = 1e-3
 
-GRADIENT_FAMILIES = ("metric", "classification")
 #: Attack parameters that only exist for an adaptive attack; ignored when pairing with oblivious.
 ADAPTIVE_PARAMS = ("eot", "bpda")
 #: The gradient statistics in ``CellResult.extra`` that ``gradient-masking`` reads.
@@ -100,6 +107,7 @@ CHECKS = (
     "whitebox>transfer",
     "whitebox>noise",
     "adaptive>oblivious",
+    "both>one-side",
     "draws",
     "eot",
     "gradient-masking",
@@ -150,7 +158,7 @@ def _tol(a: CellResult, b: CellResult, tol: float) -> float:
 
 
 def _is_gradient(r: CellResult) -> bool:
-    return r.family in GRADIENT_FAMILIES
+    return r.kind.optimised
 
 
 def _is_whitebox(r: CellResult) -> bool:
@@ -158,7 +166,7 @@ def _is_whitebox(r: CellResult) -> bool:
 
 
 def _is_noise(r: CellResult) -> bool:
-    return r.family == "noise" or r.config.attack == "noise"
+    return r.kind.random_control
 
 
 def _budget(cfg: CellConfig) -> str:
@@ -298,6 +306,28 @@ def check_adaptive_vs_oblivious(records: Sequence[CellResult], tol: float = TOL_
     return out
 
 
+def check_both_vs_one_side(records: Sequence[CellResult], tol: float = TOL_MAP) -> list[SanityWarning]:
+    one_side: dict[str, list[CellResult]] = defaultdict(list)
+    for r in records:
+        if r.config.attack != "none" and r.config.target in ("query", "gallery"):
+            one_side[_key(r.config, ("target",))].append(r)
+    out = []
+    for r in records:
+        if r.config.attack == "none" or r.config.target != "both":
+            continue
+        cands = one_side.get(_key(r.config, ("target",)), [])
+        if not cands:
+            continue
+        o = min(cands, key=lambda x: x.mAP)
+        if r.mAP - o.mAP > _tol(r, o, tol):
+            out.append(_warn(r, "both>one-side", (
+                f"mAP {r.mAP:.1f} with query and gallery both attacked > {o.mAP:.1f} with the {o.config.target} alone "
+                "attacked; perturbing both sides should not help the defender: matching perturbed queries against "
+                "perturbed gallery images restored part of their similarity (both moved alike), so this row "
+                f"understates the attack: read the {o.config.target}-only row as its strength")))  # fmt: skip
+    return out
+
+
 def check_draws(records: Sequence[CellResult]) -> list[SanityWarning]:
     out = []
     for r in records:
@@ -382,6 +412,7 @@ def run_sanity_checks(records: Sequence[CellResult], *, tol: float = TOL_MAP, ze
         *check_whitebox_vs_transfer(records, tol),
         *check_whitebox_vs_noise(records, tol),
         *check_adaptive_vs_oblivious(records, tol),
+        *check_both_vs_one_side(records, tol),
         *check_draws(records),
         *check_eot(records),
         *check_gradient_masking(records, zero_frac=zero_frac, collapse=collapse),

@@ -8,25 +8,77 @@ defended model is shared by its oblivious and its adaptive row, as in JAD's Tabl
 Records are split into *scopes* (dataset, AP variant): numbers from different datasets or AP
 definitions never share a table.
 
+Re-ranking: a cell run with ``--rerank`` holds its plain metrics in the usual fields and its
+k-reciprocal re-ranked ones in ``extra`` (``rr_rank1``, ``rr_mAP``, ``rr_mINP``). A grid shows
+such a cell twice: on the plain row (``baseline``) with the plain metrics, and on the ``+ RK``
+row (``baseline + RK``) with the re-ranked ones (:func:`reranked_view`), so every table and
+curve puts the two side by side. A ``+ RK`` row never shows plain numbers.
+
 Everything here is a pure function of the records (and of the manifest, for the attacks' default
 budgets); plots and tables share it, so a row is called the same everywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reidbench.attack_types import FAMILIES, Family
 from reidbench.eval.results import CellResult
 
-FAMILY_ORDER = ("clean", "metric", "classification", "noise", "occlusion", "feature-map")
 MODE_ORDER = {"none": 0, "oblivious": 1, "adaptive": 2}
 _SWEPT = ("eps", "area")
 _COLUMN_PARAMS = ("eps", "area", "step", "steps")
 EPS_REFERENCE = 5.0  # the protocol's default budget (/255), used to break ties between headlines
+#: metric -> the ``CellResult.extra`` key of its re-ranked value (recorded with ``--rerank``)
+RERANKED = {"rank1": "rr_rank1", "mAP": "rr_mAP", "mINP": "rr_mINP"}
+#: ``extra`` key that marks a record as the re-ranked view of a cell (never written to disk)
+VIEW_KEY = "report_view"
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def is_reranked(r: CellResult) -> bool:
+    """Whether ``r`` is the re-ranked view of a cell (its metrics are the re-ranked ones)."""
+    return r.extra.get(VIEW_KEY) == "reranked"
+
+
+def reranked_view(r: CellResult) -> CellResult | None:
+    """The cell with its re-ranked metrics in place of the plain ones, or None when the cell was
+    not re-ranked or its record carries no re-ranked Rank-1 and mAP.
+
+    Only Rank-1, mAP and mINP are re-ranked; Rank-5/10 and the worst draw become missing.
+    """
+    if not r.config.rerank or is_reranked(r) or not all(_finite(r.extra.get(RERANKED[m])) for m in ("rank1", "mAP")):
+        return None
+    x = r.extra
+    nan = float("nan")
+    return dataclasses.replace(r, rank1=float(x["rr_rank1"]), mAP=float(x["rr_mAP"]),
+                               mINP=float(x["rr_mINP"]) if _finite(x.get("rr_mINP")) else nan, rank5=nan, rank10=nan,
+                               mAP_worst=None, rank1_worst=None, mAP_std=None, warnings=(),
+                               extra={**x, VIEW_KEY: "reranked"})  # fmt: skip
+
+
+def with_reranked(records: Iterable[CellResult]) -> list[CellResult]:
+    """Every record, each followed by its re-ranked view when it has one."""
+    out: list[CellResult] = []
+    for r in records:
+        out.append(r)
+        if (v := reranked_view(r)) is not None:
+            out.append(v)
+    return out
+
+
+def rerank_missing(records: Iterable[CellResult]) -> list[CellResult]:
+    """Cells run with re-ranking whose records carry no re-ranked metrics (shown plain)."""
+    return [r for r in records if r.config.rerank and not is_reranked(r) and reranked_view(r) is None]
 
 
 @dataclass(frozen=True, order=True)
@@ -39,7 +91,9 @@ class Scope:
 
 @dataclass(frozen=True)
 class RowKey:
-    """A model as evaluated: defense, oblivious/adaptive, re-ranking, distance and seed."""
+    """A model as evaluated: defense, oblivious/adaptive, re-ranking, distance and seed.
+
+    ``rerank`` says the row's numbers are re-ranked (see :func:`reranked_view`)."""
 
     model: str
     defense: str = "none"
@@ -48,13 +102,17 @@ class RowKey:
     distance: str = "cosine"
     seed: int = 0
 
-    def label(self, *, distance: bool = False, seed: bool = False) -> str:
-        """``baseline``, ``baseline + RK``, ``jad + cs (adaptive)``; distance/seed when they vary."""
+    def label(self, *, distance: bool = False, seed: bool = False, clean: bool = False) -> str:
+        """``baseline``, ``baseline + RK``, ``jad + cs (adaptive)``; distance/seed when they vary.
+
+        ``clean``: the row of a defended model's clean cell reads ``jad + cs (clean)``."""
         s = self.model
         if self.defense != "none":
             s += f" + {self.defense}"
             if self.mode != "none":
                 s += f" ({self.mode})"
+            elif clean:
+                s += " (clean)"
         if self.rerank:
             s += " + RK"
         if distance:
@@ -89,9 +147,10 @@ def scope_of(r: CellResult) -> Scope:
 
 
 def row_of(r: CellResult) -> RowKey:
+    """The row of a record; ``rerank`` is set for the re-ranked view of a cell only."""
     c = r.config
     mode = c.mode if c.defense != "none" and c.attack != "none" else "none"
-    return RowKey(c.model, c.defense, mode, bool(c.rerank), c.distance, c.seed)
+    return RowKey(c.model, c.defense, mode, is_reranked(r), c.distance, c.seed)
 
 
 def attack_of(r: CellResult) -> AttackKey:
@@ -113,11 +172,11 @@ def by_scope(records: Iterable[CellResult]) -> dict[Scope, list[CellResult]]:
     return dict(sorted(out.items()))
 
 
-def families(records: Iterable[CellResult]) -> dict[str, str]:
+def families(records: Iterable[CellResult]) -> dict[str, Family]:
     """Attack name -> family (the first one recorded)."""
-    out: dict[str, str] = {}
+    out: dict[str, Family] = {}
     for r in records:
-        out.setdefault(r.config.attack, "clean" if r.config.attack == "none" else r.family)
+        out.setdefault(r.config.attack, Family.CLEAN if r.config.attack == "none" else r.kind)
     return out
 
 
@@ -131,13 +190,13 @@ def model_order(records: Sequence[CellResult], manifest: dict[str, Any] | None =
 def sort_rows(rows: Iterable[RowKey], order: Sequence[str]) -> list[RowKey]:
     pos = {m: i for i, m in enumerate(order)}
     return sorted(set(rows), key=lambda k: (pos.get(k.model, len(pos)), k.model, k.defense != "none", k.defense,
-                                            k.rerank, MODE_ORDER.get(k.mode, 9), k.distance, k.seed))  # fmt: skip
+                                            MODE_ORDER.get(k.mode, 9), k.distance, k.seed, k.rerank))  # fmt: skip
 
 
-def sort_attacks(keys: Iterable[AttackKey], fams: dict[str, str]) -> list[AttackKey]:
+def sort_attacks(keys: Iterable[AttackKey], fams: dict[str, Family]) -> list[AttackKey]:
     def key(a: AttackKey) -> tuple[Any, ...]:
-        fam = fams.get(a.attack, "")
-        return (FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else len(FAMILY_ORDER), a.attack, a.target != "query", a.target,
+        fam = fams.get(a.attack)
+        return (fam.order if fam is not None else len(FAMILIES) + 1, a.attack, a.target != "query", a.target,
                 a.surrogate, a.steps or 0, a.step or 0, a.rest)  # fmt: skip
 
     return sorted(set(keys), key=key)
@@ -211,7 +270,7 @@ class Grid:
     cells: dict[tuple[RowKey, AttackKey, float | None, float | None], CellResult]
     rows: list[RowKey]
     attacks: list[AttackKey]
-    family: dict[str, str]
+    family: dict[str, Family]
     headline_eps: dict[AttackKey, float | None]
     headline_area: dict[AttackKey, float | None]
 
@@ -264,15 +323,24 @@ class Grid:
 
 
 def build_grid(records: Sequence[CellResult], manifest: dict[str, Any] | None = None) -> Grid:
-    """Index the records of one scope (call :func:`by_scope` first when there are several)."""
+    """Index the records of one scope (call :func:`by_scope` first when there are several).
+
+    A re-ranked cell is indexed twice: plain on its row, re-ranked on the row's ``+ RK`` twin.
+    Where a run holds the same cell with and without re-ranking, the plain row keeps the cell
+    that was run without it.
+    """
     if not records:
         raise ValueError("build_grid needs at least one record")
+    records = with_reranked(r for r in records if not is_reranked(r))
     cells: dict[tuple[RowKey, AttackKey, float | None, float | None], CellResult] = {}
     for r in records:
         a = attack_of(r)
         eps = None if a.is_clean else r.config.eps
         area = None if a.is_clean else r.config.area
-        cells[(row_of(r), a, eps, area)] = r
+        key = (row_of(r), a, eps, area)
+        if key in cells and not cells[key].config.rerank and r.config.rerank and not is_reranked(r):
+            continue
+        cells[key] = r
     fams = families(records)
     attacks = sort_attacks((k[1] for k in cells), fams)
     rows = sort_rows((k[0] for k in cells), model_order(records, manifest))
@@ -288,6 +356,32 @@ def build_grid(records: Sequence[CellResult], manifest: dict[str, Any] | None = 
 def grids(records: Sequence[CellResult], manifest: dict[str, Any] | None = None) -> list[Grid]:
     """One :class:`Grid` per scope (dataset, AP variant)."""
     return [build_grid(rs, manifest) for rs in by_scope(records).values()]
+
+
+def attack_text(r: CellResult) -> str:
+    """``clean``, ``mifgsm eps=5``, ``erasing area=0.2``, ``mifgsm eps=5 from etndnet [both]``."""
+    c = r.config
+    if c.attack == "none":
+        return "clean"
+    s = c.attack
+    if c.eps is not None:
+        s += f" eps={c.eps:g}"
+    if c.area is not None:
+        s += f" area={c.area:g}"
+    if c.surrogate:
+        s += f" from {c.surrogate}"
+    if c.target not in ("none", "query", ""):
+        s += f" [{c.target}]"
+    return s
+
+
+def cell_label(r: CellResult) -> str:
+    """A cell as the report names it: ``jad + cs (adaptive) / mifgsm eps=5``; a defended model's
+    clean cell is ``jad + cs (clean)``, an undefended one ``baseline / clean``."""
+    row = row_of(r)
+    if r.config.attack == "none" and row.defense != "none":
+        return row.label(clean=True)
+    return f"{row.label()} / {attack_text(r)}"
 
 
 def budget_text(r: CellResult) -> str:

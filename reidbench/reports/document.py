@@ -18,6 +18,8 @@ from reidbench import __version__
 from reidbench.eval.results import CellResult
 from reidbench.reports import cells as C
 from reidbench.reports import plots as P
+from reidbench.reports import tables as T
+from reidbench.reports import threats as TH
 from reidbench.reports.run import RunData
 from reidbench.reports.tables import Column, Table, all_tables
 
@@ -101,65 +103,26 @@ def _info_tables(run: RunData) -> tuple[list[Table], list[tuple[str, str]]]:
         ckpt = (_get(e, "checkpoint") or "none (untrained)") if isinstance(e, dict) else "–"
         mrows.append([n, _get(card, "method"), _get(card, "paper"), f"{ckpt}\n{_get(e, 'sha256') or 'no sha256'}"])
         for d in _get(card, "deviations", default=()) or ():
-            devs.append((n, str(d)))
+            devs.append((n, TH.plain(str(d))))
     out.append(_label_table("models", "Models", ["model", "method", "paper", "checkpoint / sha256"], mrows))
     defs = _get(m, "defenses", default={})
     if isinstance(defs, dict) and defs:
         rows = [[n, "yes" if _get(d, "random") else "no", "yes" if _get(d, "differentiable", default=True) else "no",
                  ("EOT" if _get(d, "random") else "") + (" + " if _get(d, "random") and not _get(d, "differentiable", default=True) else "")
-                 + ("BPDA" if not _get(d, "differentiable", default=True) else "") or "gradients", _get(d, "description")]
+                 + ("BPDA" if not _get(d, "differentiable", default=True) else "") or "gradients", TH.plain(str(_get(d, "description", default="")))]
                 for n, d in defs.items()]  # fmt: skip
         out.append(_label_table("defenses", "Defenses", ["defense", "random", "differentiable", "adaptive attack", "description"], rows))  # fmt: skip
     return out, devs
 
 
-def _knowledge(rs: Sequence[CellResult], defs: Any) -> str:
-    parts = set()
-    for r in rs:
-        c = r.config
-        if c.surrogate:
-            parts.add(f"transfer from {c.surrogate} (black-box on the target)")
-        elif r.family == "feature-map":
-            parts.add("none: a test-time perturbation of the feature map, not an optimised attack")
-        elif r.family in ("occlusion", "noise") and c.eps is None:
-            parts.add("none beyond the image (occlusion)" if r.family == "occlusion" else "none (random noise)")
-        else:
-            parts.add("white-box on the target" + (" and the gallery identities" if r.family == "classification" else ""))
-        if c.defense != "none" and c.mode == "oblivious":
-            parts.add(f"oblivious to {c.defense}")
-        if c.defense != "none" and c.mode == "adaptive":
-            tricks = []
-            for d in c.defense.split("+"):
-                if _get(defs, d, "random"):
-                    tricks.append("EOT")
-                if _get(defs, d, "differentiable", default=True) is False:
-                    tricks.append("BPDA")
-            parts.add(f"adaptive through {c.defense}" + (f" ({'+'.join(sorted(set(tricks)))})" if tricks else ""))
-    return "; ".join(sorted(parts))
-
-
-def _threat_texts(rs: Sequence[CellResult]) -> list[str]:
-    """The recorded threat texts of one attack, as one text: the union of their ``;``-clauses.
-
-    Budgets and the defense clause are left out (the budget and knowledge columns give them), and
-    ``white-box on <model>`` reads ``white-box on the target model``, so cells that differ only in
-    model, budget or defense mode share one text.
-    """
-    clauses: list[str] = []
-    for r in rs:
-        for c in (r.threat or "").split(";"):
-            c = c.strip()
-            if not c or c.startswith(("budget ", "defense ")) or c == "none (clean)":
-                continue
-            c = c.replace(f"white-box on {r.config.model}", "white-box on the target model")
-            if c not in clauses:
-                clauses.append(c)
-    return ["; ".join(clauses)] if clauses else []
-
-
 def _threats(run: RunData) -> tuple[list[str], list[Table]]:
+    """The run's threat models, rendered from each attack's structured threat (see :mod:`.threats`).
+
+    The summary lines are recomputed from the records, not copied from the manifest, so a
+    manifest written by an older version cannot make the report claim a threat the run lacks.
+    """
     m = run.manifest
-    lines = [str(t) for t in (_get(m, "threat_models", default=[]) or []) if t]
+    lines = TH.summary_lines(run.records, m)
     by_attack: dict[str, list[CellResult]] = defaultdict(list)
     for r in run.records:
         if r.config.attack != "none":
@@ -170,36 +133,25 @@ def _threats(run: RunData) -> tuple[list[str], list[Table]]:
     rows = []
     for key in order:
         rs = by_attack[key.attack]
-        sides = sorted({r.config.target for r in rs})
-        eps = sorted({r.config.eps for r in rs if r.config.eps is not None})
-        area = sorted({r.config.area for r in rs if r.config.area is not None})
-        steps = sorted({r.config.steps for r in rs if r.config.steps is not None})
-        step = sorted({r.config.step for r in rs if r.config.step is not None})
-        budget = []
-        if eps:
-            budget.append("eps " + ", ".join(f"{e:g}" for e in eps) + " /255 (L-inf)")
-        if step:
-            budget.append("step " + ", ".join(f"{s:g}" for s in step) + " /255")
-        if steps:
-            budget.append(", ".join(map(str, steps)) + " iterations")
-        if area:
-            budget.append("area " + ", ".join(f"{a:g}" for a in area))
-        defaults = _get(m, "attacks", key.attack, "defaults", default={})
-        if isinstance(defaults, dict) and "momentum" in defaults:
-            budget.append(f"momentum {defaults['momentum']}")
-        texts = _threat_texts(rs)
-        rows.append([key.attack, fams.get(key.attack, ""), ", ".join(sides), _knowledge(rs, defs), "; ".join(budget) or "–",
-                     " / ".join(texts) or _get(m, "attacks", key.attack, "threat", default="–")])  # fmt: skip
+        threat = TH.threat_of(key.attack, m)
+        fam = rs[0].kind
+        sides = [TH.SIDE_TEXT.get(s, s) for s in sorted({r.config.target for r in rs}, key=lambda s: list(TH.SIDE_TEXT).index(s) if s in TH.SIDE_TEXT else 9)]
+        text = TH.plain(threat.render() if threat is not None
+                        else (TH.recorded_text(rs) or str(_get(m, "attacks", key.attack, "threat", default="–"))))  # fmt: skip
+        rows.append([key.attack, fam.name, ", ".join(sides), TH.knowledge(rs, threat, defs),
+                     TH.budget_cell(rs, threat, fam, _get(m, "attacks", key.attack, "defaults", default={})), text])  # fmt: skip
     tables = []
     if rows:
+        caption = ("Who is attacked, what the attacker knows, and the budget, for every attack in this run. "
+                   "eps and step are in /255 pixel units; images are in [0,1]; area is a fraction of the image.")
+        if any(r.config.target == "both" for r in run.records):
+            caption += " " + TH.BOTH_NOTE
         tables.append(_label_table("threats", "Attacks and their threat models", ["attack", "family", "attacked side", "attacker knows",
-                                   "budget", "threat model (as recorded)"], rows,
-                                   caption="Who is attacked, what the attacker knows, and the budget, for every attack in this run. "
-                                   "eps and step are in /255 pixel units; images are in [0,1]."))  # fmt: skip
+                                   "budget", "threat model"], rows, caption=caption))  # fmt: skip
     return lines, tables
 
 
-MAX_RANKED_FIGURES = 12  # one page per model as evaluated
+MAX_RANKED_PAGES = 40  # a grid larger than this names the rows it leaves out
 
 _FIG_TEXT: dict[str, tuple[str, str]] = {
     "eps": ("Robustness curves: mAP against the attack budget",
@@ -216,21 +168,27 @@ _FIG_TEXT: dict[str, tuple[str, str]] = {
     "fmap": ("Input occlusion vs feature-map perturbations (ETNDNet Fig. 6a)",
              "For each undefended model: Rank-1 (hatched) and mAP (solid) on clean queries, under each input "
              "occlusion, and under each feature-map perturbation (erasing, transforming, noising the backbone's map "
-             "at test time), left to right. The dotted line is the clean mAP. ETNDNet reports the feature-map "
-             "perturbations as harsher than input occlusion on its baseline."),
+             "at test time), left to right, each at its headline budget; the value is written on each bar. The dotted "
+             "line is the clean mAP. ETNDNet reports the feature-map perturbations as harsher than input occlusion on "
+             "its baseline."),
     "aos": ("Occlusion sensitivity (AOS sliding window)",
-            "Top: sample query images. Bottom: the same images with the occlusion-sensitivity map laid over them "
-            "(brighter = occluding that place harms the model more; dashed and solid contours enclose the top 25% "
-            "and top 5%). The maps are on one colour scale across the figure."),
+            "Top row: the sample query images. Each further row: one cell's occlusion-sensitivity maps laid over the same "
+            "images (brighter = occluding that place harms the model more; dashed and solid contours enclose the top 25% "
+            "and top 5%). Every map of the run, on every page, shares one colour scale."),
     "ranked": ("Ranked lists, clean vs attacked (JAD Fig. 1)",
                "Each row: a query (left, black border) and its 10 nearest gallery images, rank 1 first. Row (a) is "
-               "the clean query; the next rows are the same query under each attack. Green solid border with a "
-               "check mark = same identity as the query; red dashed border with a cross = another identity."),
+               "the clean query; the next rows are the same query under each attack at its headline budget. Green solid "
+               "border with a check mark = same identity as the query; red dashed border with a cross = another identity."),
     "perturbation": ("Adversarial perturbations, amplified",
-                     "For each input attack: the clean query, the attacked query, and the difference x' - x "
-                     "amplified by the stated factor k and centred on mid-grey (grey = unchanged). The measured "
-                     "largest pixel change is printed on each row; it must not exceed eps."),
+                     "One row per model as evaluated: its clean sample query, then for each L-inf input attack (every "
+                     "budget run) the perturbation x' - x of that query, amplified by the factor k written above it and "
+                     "centred on mid-grey (grey = unchanged). 'max' is the largest pixel change measured over every "
+                     "stored sample of the cell; it must not exceed eps (a panel that does is marked in red)."),
 }
+
+
+def _pages(title: str, i: int, n: int) -> str:
+    return f"{title} (part {i} of {n})" if n > 1 else title
 
 
 def _figures(run: RunData) -> list[FigureItem]:
@@ -241,23 +199,52 @@ def _figures(run: RunData) -> list[FigureItem]:
     if len(gs) > 1:  # the plots draw the scope with most cells
         g = max(gs, key=lambda g: len(g.records))
         scope = f" Shown: {g.scope.dataset} with the '{g.scope.ap_variant}' AP variant, the largest of {len(gs)} scopes in this run."
+    rk = any(C.reranked_view(r) is not None for r in recs)
+    rk_lines = " '+ RK' lines are the same cells after re-ranking, beside the plain ones." if rk else ""
     if _has_sweep(run, "eps"):
-        items.append(FigureItem("eps", *_FIG_TEXT["eps"], lambda: P.plot_eps_curves(recs, man)))
+        title, cap = _FIG_TEXT["eps"]
+        items.append(FigureItem("eps", title, cap + (rk_lines if _rk_sweeps(run, "eps") else ""), lambda: P.plot_eps_curves(recs, man)))
     if _has_sweep(run, "area"):
-        items.append(FigureItem("area", *_FIG_TEXT["area"], lambda: P.plot_area_curves(recs, man)))
-    items.append(FigureItem("heatmap", *_FIG_TEXT["heatmap"], lambda: P.plot_drop_heatmap(recs, man)))
-    items.append(FigureItem("fmap", *_FIG_TEXT["fmap"], lambda: P.plot_feature_map_bars(recs, man)))
+        title, cap = _FIG_TEXT["area"]
+        items.append(FigureItem("area", title, cap + (rk_lines if _rk_sweeps(run, "area") else ""), lambda: P.plot_area_curves(recs, man)))
+    title, cap = _FIG_TEXT["heatmap"]
+    items.append(FigureItem("heatmap", title, cap + (" '+ RK' rows: the same cells after re-ranking, measured against "
+                                                      "the re-ranked clean cell." if rk else ""),
+                            lambda: P.plot_drop_heatmap(recs, man)))  # fmt: skip
+    fpages = P.paginate(P.feature_map_rows(recs, man), P.FMAP_PANELS)
+    for i, page in enumerate(fpages or [None], 1):
+        title, cap = _FIG_TEXT["fmap"]
+        items.append(FigureItem(f"fmap-{i}", _pages(title, i, len(fpages)), cap,
+                                lambda page=page: P.plot_feature_map_bars(recs, man, rows=page)))  # type: ignore[misc]  # fmt: skip
     if arts:
-        items.append(FigureItem("aos", *_FIG_TEXT["aos"], lambda: P.plot_occlusion_heatmaps(recs, arts, man)))
-        rows = P.ranked_list_rows(recs, arts, man)
-        for row in rows[:MAX_RANKED_FIGURES]:
+        plain = " The pictures show the plain ranking and features (before re-ranking)." if rk else ""
+        apages = P.occlusion_heatmap_pages(recs, arts, man)
+        for i, cells in enumerate(apages, 1):
+            title, cap = _FIG_TEXT["aos"]
+            items.append(FigureItem(f"aos-{i}", _pages(title, i, len(apages)), cap,
+                                    lambda cells=cells: P.plot_occlusion_heatmaps(recs, arts, man, cells=cells)))  # type: ignore[misc]  # fmt: skip
+        rpages = P.ranked_list_pages(recs, arts, man)
+        n_of = {row: sum(1 for r, _, _ in rpages if r == row) for row, _, _ in rpages}
+        seen: dict[C.RowKey, int] = {}
+        for row, cells, left in rpages[:MAX_RANKED_PAGES]:
+            seen[row] = seen.get(row, 0) + 1
             title, cap = _FIG_TEXT["ranked"]
-            items.append(FigureItem(f"ranked-{row.label()}", f"{title}: {row.label()}", cap,
-                                    lambda row=row: P.plot_ranked_lists(recs, arts, man, row=row)))  # type: ignore[misc]  # fmt: skip
-        if len(rows) > MAX_RANKED_FIGURES:
-            left = ", ".join(r.label() for r in rows[MAX_RANKED_FIGURES:])
-            items[-1].caption += f" Not shown (the report keeps {MAX_RANKED_FIGURES} ranked-list pages): {left}."
-        items.append(FigureItem("perturbation", *_FIG_TEXT["perturbation"], lambda: P.plot_perturbations(recs, arts, man)))
+            if left:
+                cap += (f" Left out here: {', '.join(C.attack_text(r) + (f' ({r.config.mode})' if r.config.mode != 'none' else '') for r in left)}"
+                        " (the other budgets of swept attacks; their numbers are in the sweep tables).")  # fmt: skip
+            items.append(FigureItem(f"ranked-{row.label()}-{seen[row]}", _pages(f"{title}: {row.label()}", seen[row], n_of[row]),
+                                    cap + plain,
+                                    lambda row=row, cells=cells: P.plot_ranked_lists(recs, arts, man, row=row, cells=cells)))  # type: ignore[misc]  # fmt: skip
+        if len(rpages) > MAX_RANKED_PAGES:
+            dropped = rpages[MAX_RANKED_PAGES:]
+            rows_left = ", ".join(dict.fromkeys(r.label() for r, _, _ in dropped))
+            items[-1].caption += (f" Not shown: {sum(len(c) for _, c, _ in dropped)} more ranked lists of {rows_left} "
+                                  f"(the report keeps {MAX_RANKED_PAGES} ranked-list pages).")  # fmt: skip
+        ppages = P.perturbation_pages(recs, arts, man)
+        for i, cells in enumerate(ppages, 1):
+            title, cap = _FIG_TEXT["perturbation"]
+            items.append(FigureItem(f"perturbation-{i}", _pages(title, i, len(ppages)), cap,
+                                    lambda cells=cells: P.plot_perturbations(recs, arts, man, cells=cells)))  # type: ignore[misc]  # fmt: skip
     if scope:
         for it in items:
             if not it.key.startswith(("ranked", "aos", "perturbation")):
@@ -267,6 +254,12 @@ def _figures(run: RunData) -> list[FigureItem]:
 
 def _has_sweep(run: RunData, param: str) -> bool:
     return any(g.sweeps(param) for g in C.grids(run.records, run.manifest))
+
+
+def _rk_sweeps(run: RunData, param: str) -> bool:
+    """Whether a re-ranked row has a line in the ``param`` sweep figure."""
+    return any(k.rerank and len(g.sweep(k, a, param)) >= 2 for g in C.grids(run.records, run.manifest) for a in g.sweeps(param)
+               for k in g.attack_rows)  # fmt: skip
 
 
 def build_report(run: RunData, *, metrics: Sequence[str] = ("rank1", "mAP"), title: str | None = None) -> Report:
@@ -287,11 +280,16 @@ def build_report(run: RunData, *, metrics: Sequence[str] = ("rank1", "mAP"), tit
         ("attacks", ", ".join(sorted({r.config.attack for r in recs if r.config.attack != "none"})) or "none"),
         ("defenses", ", ".join(sorted({r.config.defense for r in recs if r.config.defense != "none"})) or "none"),
     ]
+    if any(r.config.rerank for r in recs):
+        n_rk = sum(C.reranked_view(r) is not None for r in recs)
+        facts.append(("re-ranking", f"on for {sum(r.config.rerank for r in recs)} cells ({T.rerank_text()}); "
+                      f"{n_rk} of them recorded re-ranked metrics, shown on the '+ RK' rows and lines beside the plain ones"))  # fmt: skip
     mismatched = sorted({r.fingerprint for r in recs if r.fingerprint and fp and r.fingerprint != fp})
     notes = list(run.notes)
     if mismatched:
         notes.append(f"{len(mismatched)} record(s) carry a dataset fingerprint other than the manifest's: {', '.join(mismatched)}.")
-    warnings = sorted({(r.config.label() + (" + RK" if r.config.rerank else ""), w) for r in recs for w in r.warnings})
+    # warnings are about the plain metrics (the sanity checks read those), so the label has no "+ RK"
+    warnings = sorted({(C.cell_label(r), w) for r in recs for w in r.warnings})
     return Report(
         title=title or "reidbench robustness report",
         subtitle=f"{_text(_get(ds, 'name') or recs[0].config.dataset)} · {len(recs)} cells · {run.path.resolve().name}",

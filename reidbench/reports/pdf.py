@@ -3,8 +3,9 @@ reader can search and copy; the figures are embedded as high-dpi PNGs (JPEG for
 photographic ones, see ``compact_figure``).
 
 Layout (A4 portrait): a title page (run, dataset and fingerprint, command, environment, models
-with checkpoint sha256, defenses), the threat models, the results tables, then one figure per
-page with a caption, and last the sanity-check warnings. Figures without data are skipped. The
+with checkpoint sha256, defenses), the threat models, the results tables, then the figures, each
+kept whole with its caption (a new page only when the next figure does not fit on the current
+one), and last the sanity-check warnings. Figures without data are skipped. The
 PDF has an outline (bookmarks) with one entry per section, table and figure.
 """
 
@@ -30,6 +31,7 @@ from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import (
     BaseDocTemplate,
+    CondPageBreak,
     Frame,
     Image,
     KeepTogether,
@@ -44,6 +46,7 @@ from reportlab.platypus import Table as RLTable
 from reidbench.reports import style as S
 from reidbench.reports.document import Report
 from reidbench.reports.tables import Table
+from reidbench.reports.threats import code_spans
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +92,17 @@ def _styles() -> dict[str, ParagraphStyle]:
     }
 
 
+def _markup(text: str) -> str:
+    """Escaped text for a Paragraph; code marks (```area```) in the monospace font, not as backticks."""
+    return code_spans(escape(text), f'<font name="{MONO}">', "</font>")
+
+
 def _p(text: str, style: ParagraphStyle) -> Paragraph:
-    return Paragraph(escape(text.replace("``", "")), style)
+    return Paragraph(_markup(text), style)
 
 
 def _cellp(text: str, style: ParagraphStyle) -> Paragraph:
-    return Paragraph(escape(text.replace("``", "")).replace("\n", "<br/>"), style)
+    return Paragraph(_markup(text).replace("\n", "<br/>"), style)
 
 
 _MONO_COLUMNS = {"fingerprint", "checkpoint / sha256", "command"}
@@ -248,10 +256,10 @@ def _table_flowables(t: Table, title: str, st: dict[str, ParagraphStyle], width:
             tail += [_p(n, st["note"]) for n in t.notes]
         if tbl.wrap(sum(widths), FRAME_H)[1] < 0.55 * FRAME_H:
             out.append(KeepTogether([*head, tbl, *tail]))
-        else:  # a long table flows over pages (header rows repeat) rather than leaving one half empty
-            for f in head:
-                f.keepWithNext = True
-            out += [*head, tbl, *tail]
+        else:  # a long table flows over pages (header rows repeat) rather than leaving one half empty;
+            # its title starts a new page only when fewer than a few rows would fit under it
+            room = sum(f.wrap(FRAME_W, FRAME_H)[1] for f in head) + 60
+            out += [CondPageBreak(room), *head, tbl, *tail]
         out.append(Spacer(1, 8))
     return out
 
@@ -269,7 +277,7 @@ def _figure_flowables(png: bytes, number: int, title: str, caption: str, st: dic
     with PILImage.open(io.BytesIO(png)) as im:
         wpx, hpx = im.size
     w, h = wpx / dpi * 72.0, hpx / dpi * 72.0
-    room = FRAME_H - hh - ch - 24
+    room = FRAME_H - hh - ch - 50  # the spacer before a figure and the paragraphs' own spacing
     scale = min(FRAME_W / w, room / h, 1.15)
     return [head, Spacer(1, 4), Image(io.BytesIO(png), width=w * scale, height=h * scale), Spacer(1, 6), cap]
 
@@ -335,30 +343,34 @@ def write_pdf(report: Report, out: str | Path, *, dpi: int = 200) -> Path:
 
     # threat models
     story += [PageBreak(), _p("Threat models", st["h1"])]
-    story.append(_p("Who is attacked (query, gallery or both), what the attacker knows (white-box, transfer from a surrogate, "
-                    "oblivious to a defense or adaptive through it) and the budget. Feature-map perturbations and random "
-                    "occlusions are robustness probes rather than optimised attacks.", st["body"]))  # fmt: skip
+    if report.threat_tables:
+        story.append(_p("Who is attacked (query, gallery or both), what the attacker knows of the model and of the data, "
+                        "and the budget, for each attack of this run, from the attack's threat model.", st["body"]))  # fmt: skip
+    else:
+        story.append(_p("This run has no attacked cells: every number in it is clean retrieval, so there is no attacker "
+                        "and no budget.", st["body"]))  # fmt: skip
     if report.threat_lines:
-        story.append(_p("Threat models of this run (from the manifest)", st["h2"]))
-        story += [Paragraph(escape(x), st["bullet"], bulletText="•") for x in report.threat_lines]
+        story.append(_p("Threat models of this run", st["h2"]))
+        story += [Paragraph(_markup(x), st["bullet"], bulletText="•") for x in report.threat_lines]
     for t in report.threat_tables:
         story += _info_table(t, st)
     if report.deviations:
         story.append(_p("Where the models differ from their papers (from the model cards)", st["h2"]))
-        story += [Paragraph(f"<b>{escape(m)}</b>: {escape(d)}", st["small_bullet"], bulletText="•") for m, d in report.deviations]
+        story += [Paragraph(f"<b>{escape(m)}</b>: {_markup(d)}", st["small_bullet"], bulletText="•") for m, d in report.deviations]
 
     # results tables
     if report.tables:
-        story += [PageBreak(), _p("Results", st["h1"])]
+        story += [CondPageBreak(0.4 * FRAME_H), Spacer(1, 10), _p("Results", st["h1"])]
         for i, t in enumerate(report.tables, 1):
             story += _table_flowables(t, f"Table {i}. {t.title}", st)
 
-    # figures, one per page
+    # figures: each kept whole with its caption, a new page only when the next one does not fit
     for n, (_, item, png) in enumerate(render_figures(report, dpi), 1):
-        story += [PageBreak(), *_figure_flowables(compact_figure(png), n, item.title, item.caption, st, dpi)]
+        story += [CondPageBreak(0.3 * FRAME_H) if n == 1 else Spacer(1, 14),
+                  KeepTogether(_figure_flowables(compact_figure(png), n, item.title, item.caption, st, dpi))]  # fmt: skip
 
     # sanity checks
-    story += [PageBreak(), _p("Sanity checks", st["h1"])]
+    story += [CondPageBreak(0.25 * FRAME_H), Spacer(1, 10), _p("Sanity checks", st["h1"])]
     if report.warnings:
         story.append(_p(f"{len(report.warnings)} warning(s) raised while the cells were evaluated. Each names the cell and "
                         "what looks wrong; a warning is a finding to read, not necessarily a bug.", st["body"]))  # fmt: skip

@@ -12,7 +12,14 @@ defense, mode, re-ranking) keeps its colour, marker and line style in every figu
   perturbations, Rank-1 and mAP per model.
 * :func:`plot_occlusion_heatmaps` -- occlusion-sensitivity maps (AOS) over sample images.
 * :func:`plot_ranked_lists` -- JAD Fig. 1: a query and its top-10, clean vs each attack.
-* :func:`plot_perturbations` -- the adversarial perturbation, amplified by a stated factor.
+* :func:`plot_perturbations` -- the adversarial perturbations, amplified by a stated factor.
+
+A figure with more cells than a page holds is drawn page by page: the ``*_pages`` functions
+(:func:`feature_map_rows` with :func:`paginate`, :func:`occlusion_heatmap_pages`,
+:func:`ranked_list_pages`, :func:`perturbation_pages`) split the cells, together covering every
+one, and each plot function draws the page it is given (``rows=`` or ``cells=``; by default the
+first). Ranked lists show each attack at its headline budget; the pages say which sweep points
+they leave out. Pictures never show re-ranked views: the artifacts hold the plain ranking.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from reidbench.attack_types import Family
 from reidbench.eval.results import CellArtifact, CellResult
 from reidbench.reports import cells as C
 from reidbench.reports import style as S
@@ -65,7 +73,7 @@ def _sweep_figure(records: Sequence[CellResult], manifest: dict[str, Any] | None
     rows = [k for k in g.attack_rows if any(len(g.sweep(k, a, param)) >= 2 for a in attacks)]
     rlab = C.row_labels(rows)
     nr, nc = _grid_shape(len(attacks))
-    fig = S.new_figure(0.7 + (3.2 if nr == 1 else 2.6) * nr + 0.17 * math.ceil(len(rows) / 3))
+    fig = S.new_figure(0.7 + (2.7 if nr == 1 else 2.4) * nr + 0.17 * math.ceil(len(rows) / 3))
     axes = fig.subplots(nr, nc, squeeze=False, sharey=True)
     handles: dict[str, Any] = {}
     values = [v for a in attacks for v in g.sweep_values(a, param)]
@@ -130,7 +138,7 @@ def plot_drop_heatmap(records: Sequence[CellResult], manifest: dict[str, Any] | 
             if r is not None and clean is not None and clean.mAP > 0:
                 m[i, j] = 100.0 * (clean.mAP - r.mAP) / clean.mAP
     rlab, alab = C.row_labels(rows), C.attack_labels(g.attacks)
-    fig = S.new_figure(1.3 + 0.32 * len(rows) + 0.06 * max(len(alab[a]) for a in attacks))
+    fig = S.new_figure(1.0 + 0.27 * len(rows) + 0.06 * max(len(alab[a]) for a in attacks))
     ax = fig.subplots()
     cmap = _cmap(S.SEQUENTIAL + "_r").with_extremes(bad="#EEEEEE")
     im = ax.imshow(np.clip(m, 0, 100), cmap=cmap, vmin=0, vmax=100, aspect="auto")
@@ -161,43 +169,60 @@ def _cmap(name: str) -> Any:
     return colormaps[name].copy()
 
 
+def feature_map_rows(records: Sequence[CellResult], manifest: dict[str, Any] | None = None) -> list[C.RowKey]:
+    """The rows of :func:`plot_feature_map_bars`: undefended models with a clean and a feature-map cell."""
+    g = _main_grid(records, manifest)
+    if g is None:
+        return []
+    fmap = [a for a in g.attacks if g.family.get(a.attack, Family.CLEAN).perturbs_feature_map]
+    return [k for k in g.attack_rows if k.defense == "none" and g.clean(k) is not None and any(g.headline_cell(k, a) for a in fmap)]
+
+
+FMAP_PANELS = 6  # panels (models) per page of the feature-map bars
+
+
 @S.styled
-def plot_feature_map_bars(records: Sequence[CellResult], manifest: dict[str, Any] | None = None) -> Figure | None:
-    """ETNDNet Fig. 6a per model: clean, each input occlusion and each feature-map perturbation."""
+def plot_feature_map_bars(records: Sequence[CellResult], manifest: dict[str, Any] | None = None, *,
+                          rows: Sequence[C.RowKey] | None = None) -> Figure | None:  # fmt: skip
+    """ETNDNet Fig. 6a per model: clean, each input occlusion and each feature-map perturbation.
+
+    ``rows``: the models to draw (a page of :func:`feature_map_rows`); default all of them. Each
+    bar carries its value, written vertically so neighbouring labels cannot overlap."""
     g = _main_grid(records, manifest)
     if g is None:
         return None
-    fmap = [a for a in g.attacks if g.family.get(a.attack) == "feature-map"]
+    fmap = [a for a in g.attacks if g.family.get(a.attack, Family.CLEAN).perturbs_feature_map]
     if not fmap:
         return None
-    occl = [a for a in g.attacks if g.family.get(a.attack) == "occlusion"]
-    rows = [k for k in g.attack_rows if k.defense == "none" and g.clean(k) is not None and any(g.headline_cell(k, a) for a in fmap)]
+    occl = [a for a in g.attacks if g.family.get(a.attack, Family.CLEAN).occludes]
+    every = feature_map_rows(records, manifest)
+    rows = [k for k in (rows if rows is not None else every) if k in every]
     if not rows:
         return None
-    rows = rows[:6]
     conds = [C.AttackKey("none"), *occl, *fmap]
-    alab, rlab = C.attack_labels(g.attacks), C.row_labels(rows)
+    alab, rlab = C.attack_labels(g.attacks), C.row_labels(every)
     nr, nc = _grid_shape(len(rows), 2)
-    fig = S.new_figure(0.6 + 2.5 * nr)
+    fig = S.new_figure(0.6 + 2.7 * nr)
     axes = fig.subplots(nr, nc, squeeze=False, sharey=True)
-    width = 0.38
+    width = 0.4
     legend: list[Any] = []
     for ax, k in zip(axes.flat, rows, strict=False):
         x = np.arange(len(conds))
-        vals = {m: [getattr(g.at(k, a, g.headline_eps.get(a), g.headline_area.get(a)), m, np.nan)
-                    if g.at(k, a, g.headline_eps.get(a), g.headline_area.get(a)) is not None else np.nan for a in conds]
-                for m in ("rank1", "mAP")}  # fmt: skip
+        cells = [g.at(k, a, g.headline_eps.get(a), g.headline_area.get(a)) for a in conds]
+        vals = {m: [getattr(c, m) if c is not None else np.nan for c in cells] for m in ("rank1", "mAP")}
         b1 = ax.bar(x - width / 2, vals["rank1"], width, label="Rank-1", **S.bar_style(4) | {"hatch": "////"})
         b2 = ax.bar(x + width / 2, vals["mAP"], width, label="mAP", **S.bar_style(0))
         for cont in (b1, b2):
-            ax.bar_label(cont, fmt="%.1f", fontsize=5.5, padding=1.5)
+            ax.bar_label(cont, labels=[f"{v:.1f}" if np.isfinite(v) else "" for v in cont.datavalues],
+                         fontsize=5, padding=1.5, rotation=90)  # fmt: skip
         clean_map = vals["mAP"][0]
         if not np.isnan(clean_map):
             ax.axhline(clean_map, color="#444444", linestyle=":", linewidth=0.8, zorder=0)
-        ax.set_xticks(x, [alab[a] for a in conds], rotation=30, ha="right", rotation_mode="anchor")
+        ax.set_xticks(x, [alab[a] for a in conds], rotation=35, ha="right", rotation_mode="anchor")
         ax.set_title(rlab[k])
         ax.grid(axis="x", visible=False)
-        ax.set_ylim(0, 108)
+        ax.set_ylim(0, 118)
+        ax.set_yticks(range(0, 101, 20))
         legend = [b1, b2]
         if len(occl) and len(fmap):
             ax.axvline(len(occl) + 0.5, color="#888888", linewidth=0.6)
@@ -229,7 +254,9 @@ def _fit(img: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def _ordered(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None) -> list[CellResult]:
-    with_art = [r for r in records if r.cell_id in artifacts and r.config.attack != "none"]
+    """The records with artifacts (re-ranked views excluded: the pictures show the plain ranking),
+    in table order: row, attack, eps, area."""
+    with_art = [r for r in records if r.cell_id in artifacts and r.config.attack != "none" and not C.is_reranked(r)]
     if not with_art:
         return []
     g = C.build_grid(with_art, manifest)
@@ -238,55 +265,117 @@ def _ordered(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict
     return sorted(with_art, key=lambda r: (pos[C.row_of(r)], apos[C.attack_of(r)], r.config.eps or 0, r.config.area or 0))
 
 
+def paginate(items: Sequence[Any], per_page: int) -> list[list[Any]]:
+    """``items`` in pages of at most ``per_page``, as even as possible (no lone last item)."""
+    items = list(items)
+    if not items:
+        return []
+    n = math.ceil(len(items) / max(1, per_page))
+    size = math.ceil(len(items) / n)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def headline_ids(records: Sequence[CellResult], manifest: dict[str, Any] | None = None) -> set[str]:
+    """The cells the headline tables show: each attack at its headline eps/area, on every row."""
+    out: set[str] = set()
+    for g in C.grids(records, manifest):
+        for (_, a, eps, area), r in g.cells.items():
+            if not a.is_clean and not C.is_reranked(r) and eps == g.headline_eps.get(a) and area == g.headline_area.get(a):
+                out.add(r.cell_id)
+    return out
+
+
+# -- occlusion sensitivity --------------------------------------------------------------------------
+
+
+def occlusion_heatmap_cells(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None = None) -> list[CellResult]:
+    """Every cell whose artifact has occlusion-sensitivity maps, occlusions first."""
+    cands = [r for r in _ordered(records, artifacts, manifest) if artifacts[r.cell_id].heatmaps is not None]
+    return sorted(cands, key=lambda r: not r.kind.occludes)
+
+
+HEATMAP_LINES = 5  # image rows + map rows per page
+
+
+def occlusion_heatmap_pages(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None = None,
+                            per_page: int = HEATMAP_LINES - 1) -> list[list[CellResult]]:  # fmt: skip
+    """:func:`occlusion_heatmap_cells` in pages (each page also repeats the row of images)."""
+    return paginate(occlusion_heatmap_cells(records, artifacts, manifest), per_page)
+
+
 @S.styled
 def plot_occlusion_heatmaps(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None = None,
-                            *, max_cells: int = 2, max_samples: int = 6) -> Figure | None:  # fmt: skip
-    """Occlusion-sensitivity maps (artifacts with ``heatmaps``) over their images, with contours."""
-    cands = [r for r in _ordered(records, artifacts, manifest) if artifacts[r.cell_id].heatmaps is not None]
-    cands.sort(key=lambda r: r.family != "occlusion")
-    cands = cands[:max_cells]
+                            *, cells: Sequence[CellResult] | None = None, max_samples: int = 6) -> Figure | None:  # fmt: skip
+    """Occlusion-sensitivity maps (artifacts with ``heatmaps``) over their images, with contours.
+
+    One row per cell (``cells``: a page of :func:`occlusion_heatmap_pages`; default the first
+    page), under a row of the sample images; a cell whose samples are other images gets its own
+    image row. The colour scale is shared by every cell of the run, so pages compare."""
+    every = occlusion_heatmap_cells(records, artifacts, manifest)
+    if not every:
+        return None
+    ids = {r.cell_id for r in every}
+    cands = [r for r in (cells if cells is not None else occlusion_heatmap_pages(records, artifacts, manifest)[0]) if r.cell_id in ids]
     if not cands:
         return None
-    ns = max(min(max_samples, len(artifacts[r.cell_id].clean)) for r in cands)
-    heats = [np.asarray(artifacts[r.cell_id].heatmaps, dtype=float)[:ns] for r in cands]
-    lo = min(float(np.nanmin(h)) for h in heats)
-    hi = max(float(np.nanmax(h)) for h in heats)
+    ns = max(min(max_samples, len(artifacts[r.cell_id].clean)) for r in every)
+    heats_all = [np.asarray(artifacts[r.cell_id].heatmaps, dtype=float)[:ns] for r in every]
+    lo = min(float(np.nanmin(h)) for h in heats_all)
+    hi = max(float(np.nanmax(h)) for h in heats_all)
     if not hi > lo:
         hi = lo + 1.0
     norm = Normalize(lo, hi)
+    lines: list[tuple[str, CellResult]] = []
+    shown: tuple[int, ...] | None = None
+    for r in cands:
+        q = tuple(int(x) for x in np.asarray(artifacts[r.cell_id].query_index)[:ns])
+        if q != shown:
+            lines.append(("image", r))
+            shown = q
+        lines.append(("heat", r))
     img0 = artifacts[cands[0].cell_id].clean[0]
     aspect = img0.shape[1] / img0.shape[2]
-    cell_w = (S.PAGE_WIDTH_IN - 0.8) / ns
-    fig = S.new_figure(0.5 + len(cands) * (2 * cell_w * aspect + 0.35))
-    sub = fig.subfigures(len(cands), 1, squeeze=False)[:, 0]
-    for sf, r, heat in zip(sub, cands, heats, strict=True):
+    title_in, bar_in = 0.22, 0.45
+    cell_h = min((S.MAX_HEIGHT_IN - bar_in) / len(lines) - title_in, 2.0 * (S.PAGE_WIDTH_IN - 0.4) / ns / 2 * aspect)
+    cell_w = cell_h / aspect
+    fig = S.new_figure(len(lines) * (cell_h + title_in) + bar_in, width_in=max(cell_w * ns + 0.4, 3.5))
+    subs = fig.subfigures(len(lines) + 1, 1, squeeze=False, height_ratios=[cell_h + title_in] * len(lines) + [bar_in])[:, 0]
+    for sf, (kind, r) in zip(subs, lines, strict=False):
         art = artifacts[r.cell_id]
-        axes = sf.subplots(2, ns, squeeze=False)
-        sf.suptitle(f"{r.config.label()}  (mAP {r.mAP:.1f})", fontsize=8, fontweight="bold")
-        for j in range(ns):
-            top, bot = axes[0, j], axes[1, j]
-            for ax in (top, bot):
-                ax.set_axis_off()
+        axes = sf.subplots(1, ns, squeeze=False)[0]
+        if kind == "image":
+            sf.suptitle("sample query images", fontsize=7, fontweight="bold")
+        else:
+            sf.suptitle(f"{C.cell_label(r)}  (mAP {r.mAP:.1f}): sensitivity", fontsize=7, fontweight="bold")
+        heat = np.asarray(art.heatmaps, dtype=float)
+        for j, ax in enumerate(axes):
+            ax.set_axis_off()
             if j >= len(art.clean):
                 continue
             img = _hwc(art.clean[j])
             h, w = img.shape[:2]
-            top.imshow(img)
-            top.set_title(f"query {int(art.query_index[j])}", fontsize=6.5, fontweight="normal")
-            bot.imshow(img)
+            ax.imshow(img)
+            if kind == "image":
+                ax.set_title(f"query {int(art.query_index[j])}", fontsize=6, fontweight="normal")
+                continue
             ext = (-0.5, w - 0.5, h - 0.5, -0.5)
-            bot.imshow(heat[j], cmap=S.HEAT, norm=norm, alpha=0.6, extent=ext, interpolation="bilinear")
+            ax.imshow(heat[j], cmap=S.HEAT, norm=norm, alpha=0.6, extent=ext, interpolation="bilinear")
             if np.nanmax(heat[j]) > np.nanmin(heat[j]):
                 levels = sorted({float(np.nanquantile(heat[j], q)) for q in (0.75, 0.95)})
                 if len(levels) == 2:
-                    bot.contour(heat[j], levels=levels, colors=["white", "white"], linewidths=[0.7, 1.2],
-                                linestyles=["dashed", "solid"], extent=(-0.5, w - 0.5, -0.5, h - 0.5), origin="upper")  # fmt: skip
-        axes[0, 0].text(-0.08, 0.5, "image", transform=axes[0, 0].transAxes, rotation=90, ha="right", va="center", fontsize=7)
-        axes[1, 0].text(-0.08, 0.5, "sensitivity", transform=axes[1, 0].transAxes, rotation=90, ha="right", va="center", fontsize=7)
-        cb = sf.colorbar(ScalarMappable(norm=norm, cmap=S.HEAT), ax=axes[1, :].tolist(), shrink=0.9, pad=0.02, aspect=15)
-        cb.set_label("sensitivity", fontsize=7)
-        cb.ax.tick_params(labelsize=6)
+                    ax.contour(heat[j], levels=levels, colors=["white", "white"], linewidths=[0.7, 1.2],
+                               linestyles=["dashed", "solid"], extent=(-0.5, w - 0.5, -0.5, h - 0.5), origin="upper")  # fmt: skip
+    cax = subs[-1].add_axes((0.2, 0.55, 0.6, 0.18))
+    cb = subs[-1].colorbar(ScalarMappable(norm=norm, cmap=S.HEAT), cax=cax, orientation="horizontal")
+    cb.set_label("sensitivity (one scale for every map of the run; brighter = occluding there harms more)", fontsize=6.5)
+    cb.ax.tick_params(labelsize=6)
     return fig
+
+
+# -- ranked lists -----------------------------------------------------------------------------------
+
+
+RANKED_ROWS = 6  # rows per page of ranked lists, the clean row included
 
 
 def ranked_list_rows(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None = None) -> list[C.RowKey]:
@@ -299,41 +388,77 @@ def ranked_list_rows(records: Sequence[CellResult], artifacts: Artifacts, manife
     return seen
 
 
-@S.styled
-def plot_ranked_lists(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None = None, *,
-                      row: C.RowKey | None = None, max_rows: int = 6, top: int = 10) -> Figure | None:  # fmt: skip
-    """JAD Fig. 1: one query and its top ``top`` gallery images, clean (first row) and under each
-    attack with artifacts. Correct matches: green solid border and a check mark; wrong: red dashed
-    border and a cross, so the figure reads in grayscale too."""
-    rows = ranked_list_rows(records, artifacts, manifest)
-    if not rows:
-        return None
-    row = row if row is not None else rows[0]
-    cands = [r for r in _ordered(records, artifacts, manifest) if C.row_of(r).clean_key == row]
+def _ranked_cells(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None,
+                  row: C.RowKey) -> tuple[list[CellResult], int | None]:  # fmt: skip
+    """The attacked cells of ``row`` with ranked lists (each attack's oblivious row next to its
+    adaptive one), and the query they show: the one most of them recorded."""
+    cands = [r for r in _ordered(records, artifacts, manifest) if C.row_of(r).clean_key == row and len(artifacts[r.cell_id].clean_topk)]
     if not cands:
-        return None
-    # a defended model: each attack's oblivious row next to its adaptive one
+        return [], None
     order: dict[Any, int] = {}
     for i, r in enumerate(cands):
         order.setdefault(C.attack_of(r), i)
     cands.sort(key=lambda r: (order[C.attack_of(r)], r.config.eps or 0, r.config.area or 0, r.config.mode == "adaptive"))
-    # the query shown: the one that most of these cells recorded
     counts: dict[int, int] = {}
     for r in cands:
         for q in np.asarray(artifacts[r.cell_id].query_index).tolist():
             counts[int(q)] = counts.get(int(q), 0) + 1
     q = max(sorted(counts), key=lambda x: counts[x])
-    cands = [r for r in cands if q in np.asarray(artifacts[r.cell_id].query_index).tolist()][: max_rows - 1]
+    return [r for r in cands if q in np.asarray(artifacts[r.cell_id].query_index).tolist()], q
+
+
+def ranked_list_pages(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None = None, *,
+                      per_page: int = RANKED_ROWS - 1, headline_only: bool = True
+                      ) -> list[tuple[C.RowKey, list[CellResult], list[CellResult]]]:  # fmt: skip
+    """Pages of ranked lists: ``(row, attacked cells on this page, cells of the row left out)``.
+
+    Every attacked cell of a row with a ranked list is on one of the row's pages, except, with
+    ``headline_only``, the points of a sweep other than the attack's headline budget (their
+    numbers are in the sweep tables); those are returned as left out, on each of the row's pages.
+    """
+    heads = headline_ids(records, manifest) if headline_only else None
+    out = []
+    for row in ranked_list_rows(records, artifacts, manifest):
+        cells, _ = _ranked_cells(records, artifacts, manifest, row)
+        shown = [r for r in cells if heads is None or r.cell_id in heads]
+        left = [r for r in cells if r not in shown]
+        for page in paginate(shown, per_page):
+            out.append((row, page, left))
+    return out
+
+
+@S.styled
+def plot_ranked_lists(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None = None, *,
+                      row: C.RowKey | None = None, cells: Sequence[CellResult] | None = None, max_rows: int = RANKED_ROWS,
+                      top: int = 10) -> Figure | None:  # fmt: skip
+    """JAD Fig. 1: one query and its top ``top`` gallery images, clean (first row) and under each
+    attack with artifacts. Correct matches: green solid border and a check mark; wrong: red dashed
+    border and a cross, so the figure reads in grayscale too.
+
+    ``cells``: the attacked cells to draw (a page of :func:`ranked_list_pages`); default the
+    row's first ``max_rows - 1``. Every page of a row shows the same query."""
+    rows = ranked_list_rows(records, artifacts, manifest)
+    if not rows:
+        return None
+    row = row if row is not None else rows[0]
+    every, q = _ranked_cells(records, artifacts, manifest, row)
+    if not every or q is None:
+        return None
+    ids = {r.cell_id for r in (cells if cells is not None else every[: max_rows - 1])}
+    cands = [r for r in every if r.cell_id in ids]
+    if not cands:
+        return None
+    letters = {r.cell_id: i for i, r in enumerate(every)}  # (b), (c)... continue across the pages
     first = artifacts[cands[0].cell_id]
     i0 = int(np.flatnonzero(np.asarray(first.query_index) == q)[0])
     h, w = first.clean.shape[2], first.clean.shape[3]
     lines: list[tuple[str, np.ndarray, list[np.ndarray], list[bool]]] = []
     lines.append((f"(a) clean — {row.label()}", first.clean[i0], [first.gallery_thumbs[j] for j in first.clean_topk[i0][:top]],
                   [bool(x) for x in first.clean_match[i0][:top]]))  # fmt: skip
-    for n, r in enumerate(cands):
+    for r in cands:
         art = artifacts[r.cell_id]
         i = int(np.flatnonzero(np.asarray(art.query_index) == q)[0])
-        label = f"({chr(ord('b') + n)}) {_attack_text(r)}"
+        label = f"({_letter(letters[r.cell_id] + 1)}) {_attack_text(r)}"
         lines.append((label, art.attacked[i], [art.gallery_thumbs[j] for j in art.attacked_topk[i][:top]],
                       [bool(x) for x in art.attacked_match[i][:top]]))  # fmt: skip
     k = max(len(t) for _, _, t, _ in lines)
@@ -374,6 +499,16 @@ def plot_ranked_lists(records: Sequence[CellResult], artifacts: Artifacts, manif
     return fig
 
 
+def _letter(i: int) -> str:
+    """0 -> a, 25 -> z, 26 -> aa: row letters that never run out."""
+    s = ""
+    i += 1
+    while i:
+        i, rem = divmod(i - 1, 26)
+        s = chr(ord("a") + rem) + s
+    return s
+
+
 def _attack_text(r: CellResult) -> str:
     c = r.config
     s = c.attack
@@ -390,60 +525,109 @@ def _attack_text(r: CellResult) -> str:
     return s + f" — R1 {r.rank1:.1f}, mAP {r.mAP:.1f}"
 
 
-PERTURBATION_FAMILIES = ("metric", "classification", "noise")
+# -- perturbations ----------------------------------------------------------------------------------
+
+
+PERTURBATION_ROWS = 4  # models per page
+PERTURBATION_COLUMNS = 7  # attacked cells per page, beside the clean image
+
+
+def perturbation_cells(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None = None) -> list[CellResult]:
+    """Every input attack bounded in L-inf with a stored attacked query that differs from the clean one."""
+    return [r for r in _ordered(records, artifacts, manifest)
+            if r.kind.linf_family and r.config.target in ("query", "both")
+            and np.any(artifacts[r.cell_id].attacked != artifacts[r.cell_id].clean)]  # fmt: skip
+
+
+def _perturbation_axes(cells: Sequence[CellResult]) -> tuple[list[C.RowKey], list[tuple[C.AttackKey, float | None]]]:
+    rows: list[C.RowKey] = []
+    cols: list[tuple[C.AttackKey, float | None]] = []
+    for r in cells:
+        k, col = C.row_of(r), (C.attack_of(r), r.config.eps)
+        if k not in rows:
+            rows.append(k)
+        if col not in cols:
+            cols.append(col)
+    fams = C.families(cells)
+    order = {a: i for i, a in enumerate(C.sort_attacks({a for a, _ in cols}, fams))}
+    return rows, sorted(cols, key=lambda c: (order[c[0]], c[1] or 0))
+
+
+def perturbation_pages(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None = None, *,
+                       rows_per_page: int = PERTURBATION_ROWS, cols_per_page: int = PERTURBATION_COLUMNS
+                       ) -> list[list[CellResult]]:  # fmt: skip
+    """:func:`perturbation_cells` in pages of at most ``rows_per_page`` models (as evaluated) and
+    ``cols_per_page`` (attack, eps) columns; together the pages hold every such cell once."""
+    cells = perturbation_cells(records, artifacts, manifest)
+    rows, cols = _perturbation_axes(cells)
+    pages = []
+    for cg in paginate(cols, cols_per_page):
+        for rg in paginate(rows, rows_per_page):
+            page = [r for r in cells if C.row_of(r) in rg and (C.attack_of(r), r.config.eps) in cg]
+            if page:
+                pages.append(page)
+    return pages
 
 
 @S.styled
 def plot_perturbations(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict[str, Any] | None = None, *,
-                       max_rows: int = 5, samples: int = 2) -> Figure | None:  # fmt: skip
-    """Clean image, attacked image and the perturbation ``0.5 + k (x_adv - x)`` for each budgeted
-    input attack with artifacts; ``k`` is stated on every row."""
-    cands = [r for r in _ordered(records, artifacts, manifest)
-             if r.family in PERTURBATION_FAMILIES and r.config.target in ("query", "both")
-             and np.any(artifacts[r.cell_id].attacked != artifacts[r.cell_id].clean)]  # fmt: skip
-    if not cands:
+                       cells: Sequence[CellResult] | None = None) -> Figure | None:  # fmt: skip
+    """A grid: one row per model as evaluated, the clean query first, then for each budgeted input
+    attack the perturbation ``0.5 + k (x_adv - x)`` of that query, ``k`` and the largest change
+    measured over every stored sample written on the panel.
+
+    ``cells``: one page of :func:`perturbation_pages` (default the first)."""
+    every = perturbation_cells(records, artifacts, manifest)
+    if not every:
         return None
-    # one row per (attack, model as evaluated), at the largest budget recorded, then by model order
-    picked: dict[tuple[Any, ...], CellResult] = {}
-    for r in cands:
-        key = (C.row_of(r), C.attack_of(r))
-        if key not in picked or (r.config.eps or 0) > (picked[key].config.eps or 0):
-            picked[key] = r
-    chosen = list(picked.values())[:max_rows]
-    first = artifacts[chosen[0].cell_id]
-    h, w = first.clean.shape[2], first.clean.shape[3]
-    ns = min(samples, min(len(artifacts[r.cell_id].clean) for r in chosen))
-    gap, sgap, title_h, head_h = max(2, w // 16), max(8, w // 3), max(12, h // 5), max(8, h // 8)
-    row_h = title_h + h + gap
-    width = ns * 3 * (w + gap) + (ns - 1) * sgap
-    canvas = np.full((head_h + row_h * len(chosen), width, 3), 255, dtype=np.uint8)
-    texts: list[tuple[float, float, str, dict[str, Any]]] = []
-    for s in range(ns):
-        for c, name in enumerate(("clean x", "attacked x'", "(x' - x) × k + ½")):
-            x0 = s * (3 * (w + gap) + sgap) + c * (w + gap)
-            texts.append((x0 + w / 2, head_h * 0.5, name, {"ha": "center", "va": "center", "fontsize": 6}))
-    for li, r in enumerate(chosen):
-        art = artifacts[r.cell_id]
-        y0 = head_h + li * row_h + title_h
-        delta_all = art.attacked[:ns].astype(np.int16) - art.clean[:ns].astype(np.int16)
-        peak = int(np.abs(delta_all).max()) or 1
-        k = max(1, int(127.5 // peak))
-        eps = r.config.eps
-        over = eps is not None and peak > math.ceil(eps) + 1  # uint8 rounding allows one level
-        budget = f"eps {eps:g}/255; " if eps is not None else ""
-        texts.append((0, y0 - title_h * 0.5, f"{C.row_of(r).label()} — {C.attack_labels([C.attack_of(r)])[C.attack_of(r)]}: {budget}"
-                      f"measured max |x' - x| = {peak}/255{' EXCEEDS eps' if over else ''}; shown × {k}",
-                      {"ha": "left", "va": "center", "fontsize": 7, "fontweight": "bold", "color": S.WRONG if over else "black"}))  # fmt: skip
-        for s in range(ns):
-            xs = s * (3 * (w + gap) + sgap)
-            x, xa = _hwc(art.clean[s]), _hwc(art.attacked[s])
-            d = np.clip(127.5 + k * (xa.astype(np.float32) - x.astype(np.float32)), 0, 255).astype(np.uint8)
-            for c, im in enumerate((x, xa, d)):
-                canvas[y0 : y0 + h, xs + c * (w + gap) : xs + c * (w + gap) + w] = _fit(im, h, w)
-    fig = S.new_figure(S.PAGE_WIDTH_IN * canvas.shape[0] / canvas.shape[1] + 0.1)
-    ax = fig.subplots()
-    ax.imshow(canvas, interpolation="antialiased")
-    ax.set_axis_off()
-    for tx, ty, txt, kw in texts:
-        ax.text(tx, ty, txt, **kw)
+    ids = {r.cell_id for r in every}
+    cells = [r for r in (cells if cells is not None else perturbation_pages(records, artifacts, manifest)[0]) if r.cell_id in ids]
+    if not cells:
+        return None
+    rows, cols = _perturbation_axes(cells)
+    by = {(C.row_of(r), C.attack_of(r), r.config.eps): r for r in cells}
+    rlab = C.row_labels(rows)
+    alab = C.attack_labels(sorted({a for a, _ in cols}, key=lambda a: [c[0] for c in cols].index(a)))
+    first = artifacts[cells[0].cell_id].clean[0]
+    aspect = first.shape[1] / first.shape[2]
+    nc = len(cols) + 1
+    cell_w = min((S.PAGE_WIDTH_IN - 0.3) / nc, 1.0)
+    head_in = 0.42
+    fig = S.new_figure(len(rows) * (cell_w * aspect + head_in) + 0.2, width_in=cell_w * nc + 0.3)
+    axes = fig.subplots(len(rows), nc, squeeze=False)
+    for i, k in enumerate(rows):
+        clean_shown = False
+        for j, (a, eps) in enumerate(cols, start=1):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            r = by.get((k, a, eps))
+            if r is None:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", fontsize=6, color="#777777", transform=ax.transAxes)
+                ax.grid(False)
+                continue
+            art = artifacts[r.cell_id]
+            delta_all = art.attacked.astype(np.int16) - art.clean.astype(np.int16)
+            peak = int(np.abs(delta_all).max()) or 1
+            kk = max(1, int(127.5 // peak))
+            over = eps is not None and peak > math.ceil(eps) + 1  # uint8 rounding allows one level
+            x, xa = _hwc(art.clean[0]), _hwc(art.attacked[0])
+            d = np.clip(127.5 + kk * (xa.astype(np.float32) - x.astype(np.float32)), 0, 255).astype(np.uint8)
+            ax.imshow(d)
+            ax.grid(False)
+            head = f"{alab[a]}\n" + (f"eps {eps:g}/255\n" if eps is not None else "") + f"max {peak}/255{' > eps!' if over else ''}, ×{kk}"
+            ax.set_title(head, fontsize=5.5, fontweight="bold" if over else "normal", color=S.WRONG if over else "black", pad=2)
+            if not clean_shown:
+                axes[i, 0].imshow(x)
+                axes[i, 0].set_title(f"clean x\nquery {int(art.query_index[0])}", fontsize=5.5, pad=2)
+                clean_shown = True
+        ax0 = axes[i, 0]
+        ax0.set_xticks([])
+        ax0.set_yticks([])
+        ax0.grid(False)
+        for s in ax0.spines.values():
+            s.set_visible(False)
+        ax0.set_ylabel(rlab[k], fontsize=6.5, fontweight="bold")
     return fig

@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 import matplotlib
 from matplotlib.figure import Figure
 
-# Okabe & Ito (2008), ordered so neighbours also differ in lightness.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000", "#F0E442")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
-LINESTYLES: tuple[Any, ...] = ("-", "--", "-.", ":", (0, (5, 1.5)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (8, 2, 2, 2)))
+# Okabe & Ito (2008) without its yellow (too light on white), then Paul Tol's "muted" colours
+# that differ from them: 13 colours, ordered so neighbours also differ in hue and lightness.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000",
+           "#332288", "#999933", "#882255", "#44AA99", "#888888", "#AA4499")  # fmt: skip
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
+LINESTYLES: tuple[Any, ...] = ("-", "--", "-.", ":", (0, (5, 1.5)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)))
 HATCHES = ("", "////", "....", "xxxx", "\\\\\\\\", "oo", "++", "--")
 CORRECT = "#006E50"  # a dark bluish green: darker than WRONG in grayscale too
 WRONG = "#E66100"  # orange-vermillion, drawn dashed
@@ -77,7 +79,11 @@ def new_figure(height_in: float, width_in: float = PAGE_WIDTH_IN) -> Figure:
 
 
 def series_style(i: int) -> dict[str, Any]:
-    """The i-th series: colour, marker and line style all change, so each survives grayscale."""
+    """The i-th series: colour, marker and line style all change, so each survives grayscale.
+
+    The three cycles have coprime lengths (13, 11, 7): the first 13 series have 13 different
+    colours, and no two of the first 1001 share colour, marker and line style; past the
+    palette, markers are hollow as well."""
     return {
         "color": PALETTE[i % len(PALETTE)],
         "marker": MARKERS[i % len(MARKERS)],

@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reidbench.attack_types import Family
 from reidbench.eval.results import CellResult
 from reidbench.reports import cells as C
 from reidbench.reports.markup import md_escape, slug
+from reidbench.reports.threats import BOTH_NOTE
 
 Value = float | None
 Cell = str | float | None | tuple[Value, ...]
@@ -196,7 +198,9 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
 
 
 def _tex(s: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in s)
+    """LaTeX-escaped text; code marks (```area```) become ``\\texttt{area}``."""
+    parts = ["".join(_TEX.get(ch, ch) for ch in p) for p in re.split(r"`+([^`]+?)`+", s)]
+    return "".join("\\texttt{" + p + "}" if i % 2 else p for i, p in enumerate(parts))
 
 
 def _tex_num(s: str) -> str:
@@ -223,16 +227,38 @@ def _metric(r: CellResult, m: str) -> float | None:
 def _scope_notes(g: C.Grid, rows: Sequence[C.RowKey] = ()) -> tuple[str, ...]:
     notes = [f"Dataset: {g.scope.dataset}."]
     notes.append(AP_TEXT.get(g.scope.ap_variant, f"AP: '{g.scope.ap_variant}' variant") + ".")
-    rr = {bool(r.config.rerank) for r in g.records}
-    if rr == {True}:
-        notes.append("Re-ranking: on (k-reciprocal) for every row.")
-    elif rr == {False}:
-        notes.append("Re-ranking: off.")
-    else:
-        notes.append("Re-ranking: off, except rows marked '+ RK' (k-reciprocal).")
+    notes += rerank_notes(g.records)
     dists = sorted({r.config.distance for r in g.records})
     notes.append(f"Distance: {', '.join(dists)}.")
     return tuple(notes)
+
+
+def rerank_text() -> str:
+    """``k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)``, with the parameters the harness uses."""
+    try:
+        import inspect
+
+        from reidbench.eval.rerank import re_ranking
+
+        ps = inspect.signature(re_ranking).parameters
+        k1, k2, lam = (ps[n].default for n in ("k1", "k2", "lambda_value"))
+        return f"k-reciprocal re-ranking (k1={k1}, k2={k2}, lambda={lam})"
+    except (ImportError, KeyError, ValueError, TypeError):
+        return "k-reciprocal re-ranking"
+
+
+def rerank_notes(records: Sequence[CellResult]) -> list[str]:
+    """What the rows say about re-ranking: off, or which rows hold the re-ranked metrics."""
+    notes = []
+    if any(C.is_reranked(r) for r in records):
+        notes.append(f"Re-ranking: rows marked '+ RK' hold the re-ranked metrics of the same cells as the row without "
+                     f"'+ RK', which holds their plain metrics ({rerank_text()}; Rank-5/10 and worst draws are not re-ranked: '–').")  # fmt: skip
+    else:
+        notes.append("Re-ranking: off.")
+    if missing := C.rerank_missing(records):
+        notes.append(f"{len(missing)} cell(s) were run with re-ranking but their records carry no re-ranked metrics "
+                     "(x_rr_* in results.csv); their plain metrics are shown, on rows without '+ RK'.")  # fmt: skip
+    return notes
 
 
 def _budget_note(g: C.Grid, attacks: Sequence[C.AttackKey], labels: dict[C.AttackKey, str]) -> str:
@@ -267,6 +293,8 @@ def pivot_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None 
             notes.append(b)
         if any(r.draws > 1 for r in g.records):
             notes.append("Randomised defenses: the mean over draws; worst draws are in the defense table.")
+        if any(a.target == "both" for a in g.attacks):
+            notes.append(BOTH_NOTE)
         span = "/".join(METRIC_LONG[m] for m in metrics) + " (%)"
         out.append(Table("pivot" + _key_suffix(g, len(gs)), "Retrieval under attack" + _suffix(g, len(gs) > 1), cols, body,
                          caption="Each cell is the model's " + "/".join(METRIC_LONG[m] for m in metrics)
@@ -313,6 +341,8 @@ def drop_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None =
         if (b := _budget_note(g, attacks, alab)):
             notes.append(b)
         notes.append("A defended row is compared with the same defended model's clean cell.")
+        if any(a.target == "both" for a in attacks):
+            notes.append(BOTH_NOTE)
         out.append(Table("drop" + _key_suffix(g, len(gs)), f"Change of {name} from clean" + _suffix(g, len(gs) > 1),
                          cols, tuple(body),
                          caption=f"Each cell is attacked minus clean {name}, in percentage points, and in brackets the same "
@@ -336,7 +366,7 @@ def defense_tables(records: Sequence[CellResult], manifest: dict[str, Any] | Non
                 continue
             groups.setdefault((k.clean_key, a), {})[k.mode] = r
         # attacks without gradients (occlusion, feature maps) have no adaptive variant: they are in the pivot
-        groups = {key: d for key, d in groups.items() if "adaptive" in d or g.family.get(key[1].attack) in ("metric", "classification")}
+        groups = {key: d for key, d in groups.items() if "adaptive" in d or g.family.get(key[1].attack, Family.CLEAN).optimised}
         if not groups:
             continue
         base_rows = C.sort_rows({k for k, _ in groups}, C.model_order(g.records, manifest))
@@ -359,7 +389,7 @@ def defense_tables(records: Sequence[CellResult], manifest: dict[str, Any] | Non
                 row: list[Cell] = [rlab[k], alab[a], _values(g.clean(k), metrics), _values(ob, metrics), _values(ad, metrics),
                                    round(gap, 6) if gap is not None else None]  # fmt: skip
                 if random_any:
-                    worst = ad if ad is not None and ad.draws > 1 else None
+                    worst = ad if ad is not None and ad.draws > 1 and ad.mAP_worst is not None else None
                     row.append((worst.mAP_worst, float(worst.draws)) if worst is not None else None)
                 body.append(tuple(row))
         how = []
@@ -468,8 +498,9 @@ def _match_ours(g: C.Grid, model: str, attack: str, rerank: bool, defense: str |
             continue
         if not clean and (eps != g.headline_eps.get(a) or area != g.headline_area.get(a)):
             continue
+        if k.rerank != rerank:
+            continue  # a paper's re-ranked row is only comparable with a re-ranked cell, and vice versa
         score = 0
-        score += 4 if k.rerank == rerank else 0
         if defense:
             score += 2 if k.defense == defense else 0
             score += 1 if k.mode in ("oblivious", "none") else 0
@@ -504,7 +535,8 @@ def paper_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None 
                 src = ", ".join(x for x in (_short_paper(str(card.get("paper") or "")), str(pr.get("source") or "")) if x) or "–"
                 note = str(pr.get("note") or "")
                 prow = str(pr.get("model") or name) + (f" ({note})" if note else "")
-                ours_label = _cell_text(ours) if ours is not None else "not run"
+                ours_label = (_cell_text(ours) if ours is not None
+                              else "not run (the paper re-ranks: run with --rerank)" if rk else "not run")
                 body.append((name, prow, str(pr.get("dataset") or "?"), str(pr.get("attack") or "none"),
                              (_num(pr.get("rank1")), _num(pr.get("mAP"))), src,
                              (ours.rank1, ours.mAP) if ours is not None else None, ours_label))  # fmt: skip
