@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,torchreid,fastreid]'
+	# fastreid 1.4.0 on PyPI pins torch==1.13.1; its code runs on today's torch, so it goes in without its pins
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps fastreid
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

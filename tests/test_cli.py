@@ -196,3 +196,122 @@ def test_every_grid_gets_its_clean_reference_cell(tmp_path: Path, tiny_trained_m
     res = CliRunner().invoke(main, args + ([flag] if flag else []))
     assert res.exit_code == 0, res.output
     assert set(pd.read_csv(tmp_path / "r" / "results.csv")["attack"]) == expected
+
+
+# --- torchattacks by name, --quiet, lazy imports, doctor -------------------------------------------
+
+
+def test_list_attacks_and_run_help_mention_torchattacks_names() -> None:
+    runner = CliRunner()
+    res = runner.invoke(main, ["list", "attacks"])
+    assert res.exit_code == 0 and "tk:NAME" in res.output, res.output
+    res = runner.invoke(main, ["list", "attacks", "tk:*"])
+    assert res.exit_code == 0 and "tk:PGD" in res.output and "tk:FGSM" in res.output, res.output
+    assert "eps=8, alpha=2, steps=10" in res.output, "torchattacks' defaults, eps/alpha in /255"
+    res = runner.invoke(main, ["run", "--help"])
+    assert "tk:NAME" in res.output and "tk:PGD" in res.output
+
+
+def test_torchattacks_attack_by_name_runs_end_to_end(tmp_path: Path, tiny_trained_model) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    from reidbench.models.checkpoints import save_checkpoint
+
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(tiny_trained_model, tiny_trained_model.card, ckpt)
+    res = CliRunner().invoke(main, ["run", "--model", "baseline", "--checkpoint", str(ckpt), "--dataset", "synthetic-tiny",
+                                    "--attack", "tk:fgsm", "--eps", "4", "--out", str(tmp_path / "r"), "--no-report"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "tk:FGSM" in res.output, "the results table names the canonical class"
+    df = pd.read_csv(tmp_path / "r" / "results.csv")
+    assert set(df["attack"]) == {"none", "tk:FGSM"}
+    row = df[df["attack"] == "tk:FGSM"].iloc[0]
+    assert row["eps"] == 4
+    clean = df[df["attack"] == "none"].iloc[0]
+    assert row["mAP"] <= clean["mAP"], "FGSM at 4/255 does not help the model"
+
+
+def test_quiet_prints_one_summary_line(tmp_path: Path, tiny_trained_model) -> None:  # type: ignore[no-untyped-def]
+    from reidbench.models.checkpoints import save_checkpoint
+
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(tiny_trained_model, tiny_trained_model.card, ckpt)
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["run", "--model", "baseline", "--checkpoint", str(ckpt), "--dataset", "synthetic-tiny",
+                                    "--attack", "none", "--out", str(out), "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1, res.stdout
+    assert lines[0].startswith(f"1 cells in {out / 'results.csv'}") and f"report: {out / 'report.pdf'}" in lines[0], lines[0]
+    assert "mAP" not in res.stdout, "no results table"
+
+
+LAZY = """
+import sys
+from click.testing import CliRunner
+import reidbench.cli
+from reidbench.cli import main
+runner = CliRunner()
+for args in (["--help"], ["list", "--help"], ["data", "--help"], *([c, "--help"] for c in main.commands)):
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0 and "Usage:" in res.output, (args, res.output)
+heavy = sorted(m for m in ("torch", "torchvision", "torchattacks", "numpy", "pandas", "matplotlib") if m in sys.modules)
+assert not heavy, heavy
+"""
+
+
+def test_help_does_not_import_torch() -> None:
+    """`reidbench --help` (and every command's --help) stays fast: no torch, numpy or pandas."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def _doctor_lines(res) -> list[str]:  # type: ignore[no-untyped-def]
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    checks = lines[:-1]
+    assert checks and all(ln.split()[0] in ("OK", "WARN", "FAIL") for ln in checks), res.output
+    assert all("fix:" in ln for ln in checks if not ln.startswith("OK")), "every problem comes with its fix"
+    assert "Traceback" not in res.output
+    return checks
+
+
+def test_doctor_on_a_healthy_setup(tmp_path: Path, tiny_dataset, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    root = _market_copy(tiny_dataset, tmp_path)
+    monkeypatch.setenv("REIDBENCH_CACHE", str(tmp_path / "cache"))
+    res = CliRunner().invoke(main, ["doctor", "--data-root", str(root)])
+    assert res.exit_code == 0, res.output
+    checks = _doctor_lines(res)
+    names = [ln.split()[1].rstrip(":") for ln in checks]
+    for name in ("python", "torch", "torchvision", "torchattacks", "CUDA", "market1501"):
+        assert name in names, (name, res.output)
+    assert not any(ln.startswith("FAIL") for ln in checks), res.output
+    assert any(ln.startswith("OK    checkpoint baseline: baseline.safetensors matches its card") for ln in checks), res.output
+    assert any(ln.startswith("OK    market1501:") and "parses" in ln for ln in checks), res.output
+    assert sum(ln.startswith("OK    disk") for ln in checks) == 2 or any(ln.startswith("WARN  disk") for ln in checks)
+
+
+def test_doctor_fails_on_a_corrupted_checkpoint_and_a_broken_layout(tmp_path: Path, tiny_dataset,  # type: ignore[no-untyped-def]
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from reidbench.models import registry
+
+    weights = tmp_path / "weights"
+    shutil.copytree(registry.WEIGHTS_DIR, weights)
+    victim = weights / "baseline.safetensors"
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    root = _market_copy(tiny_dataset, tmp_path)
+    shutil.rmtree(root / "Market-1501-v15.09.15" / "query")
+    res = CliRunner().invoke(main, ["doctor", "--data-root", str(root), "--checkpoint", str(victim)])
+    assert res.exit_code == 1, res.output
+    checks = _doctor_lines(res)
+    fails = [ln for ln in checks if ln.startswith("FAIL")]
+    assert any(ln.startswith("FAIL  checkpoint baseline: ") and "does not match its card" in ln for ln in fails), res.output
+    assert any(ln.startswith(f"FAIL  checkpoint {victim}: ") for ln in fails), "--checkpoint checks that file too"
+    assert any(ln.startswith("FAIL  market1501: ") and "missing folder 'query'" in ln for ln in fails), res.output
+    assert any(ln.startswith("OK    checkpoint jad: ") for ln in checks), "the intact checkpoints still pass"
+    assert res.output.strip().splitlines()[-1].endswith(f"{len(fails)} FAIL")

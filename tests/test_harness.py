@@ -18,14 +18,6 @@ from reidbench.cli import main
 from reidbench.eval import harness
 from reidbench.eval.harness import AttackRequest, GridSpec, run_grid
 from reidbench.eval.results import read_records
-from reidbench.models.checkpoints import save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tiny_trained_model, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    path = tmp_path_factory.mktemp("ckpt") / "baseline-tiny.safetensors"
-    save_checkpoint(tiny_trained_model, tiny_trained_model.card.replace(train_dataset="synthetic-tiny"), path)
-    return path
 
 
 def _spec(ckpt: Path, data_root: Path, **kw) -> GridSpec:  # type: ignore[no-untyped-def]
@@ -125,7 +117,7 @@ def test_cli_run_prints_the_table_and_writes_results(tiny_ckpt: Path, tiny_datas
     root = tiny_dataset.root.parent
     res = CliRunner().invoke(main, ["run", "--model", "baseline", "--checkpoint", str(tiny_ckpt), "--dataset",
                                     "synthetic-tiny", "--data-root", str(root), "--attack", "none", "--attack",
-                                    "noise", "--eps", "2,8", "--out", str(tmp_path / "r"), "--quiet", "--no-report"])  # fmt: skip
+                                    "noise", "--eps", "2,8", "--out", str(tmp_path / "r"), "--no-report"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "mAP" in res.output and "noise" in res.output
     rows = read_records(tmp_path / "r")

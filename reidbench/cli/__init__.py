@@ -17,9 +17,20 @@ import click
 from reidbench import __version__
 from reidbench.errors import ReidbenchError
 
+# click >= 8.2 raises this for a group run without a command; it shows the help
+_NO_ARGS_IS_HELP: tuple[type[BaseException], ...] = tuple(
+    t for t in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if t is not None
+)
+
+
+def _one_line(message: str) -> str:
+    """The message on one line (a torch or OS message may carry newlines)."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
 
 class ReidbenchGroup(click.Group):
-    """A click group that turns :class:`ReidbenchError` into one line and a non-zero exit."""
+    """A click group that turns :class:`ReidbenchError` and a subcommand's click usage errors
+    (a bad option value, an unknown option) into one line ``Error: ...`` and exit status 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -27,7 +38,13 @@ class ReidbenchGroup(click.Group):
         except ReidbenchError as exc:
             if os.environ.get("REIDBENCH_DEBUG"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            ctx.exit(exc.exit_code)
+        except click.UsageError as exc:
+            if os.environ.get("REIDBENCH_DEBUG") or isinstance(exc, _NO_ARGS_IS_HELP):
+                raise  # a group run without a command shows its help, as click does
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"Error: {_one_line(exc.format_message())} See `{where} --help`.", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted; finished cells are saved and a re-run resumes from them.", err=True)
@@ -45,6 +62,7 @@ def main(verbose: int) -> None:
       reidbench run                      the default benchmark, with a report PDF
       reidbench run --model baseline --attack mifgsm --attack sma
       reidbench list models|attacks|defenses|datasets
+      reidbench doctor                   check versions, devices, data and checkpoints
     """
     from reidbench._alloc import keep_large_allocations_on_heap
 

@@ -1,4 +1,8 @@
-"""The commands registered on the ``reidbench`` group; each lives in its own module."""
+"""The commands registered on the ``reidbench`` group; each lives in its own module.
+
+The modules import only click and light helpers at module level (torch and the registries are
+imported inside the commands), so ``reidbench --help`` does not import torch.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ _COMMANDS = [
     ("reidbench.cli.run_cmd", "run"),
     ("reidbench.cli.check_cmd", "check"),
     ("reidbench.cli.report_cmd", "report"),
+    ("reidbench.cli.doctor_cmd", "doctor"),
 ]
 
 ALL: list[click.Command] = []

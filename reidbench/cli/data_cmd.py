@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from reidbench.cli.options import nonempty_path
+
 
 @click.group("data")
 def data() -> None:
@@ -15,7 +17,7 @@ def data() -> None:
 @data.command("synth")
 @click.option("--preset", type=click.Choice(["tiny", "mini", "market", "occluded"]), default="mini", show_default=True,
               help="mini: the embedded default; market: Market-1501's counts; occluded: Occluded-Duke style.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write the Market-1501 layout into.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, callback=nonempty_path, help="Folder to write the Market-1501 layout into.")
 @click.option("--seed", type=int, default=None, help="Seed (default: the preset's). The same seed writes the same files.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 def synth(preset: str, out: Path, seed: int | None, overwrite: bool) -> None:
@@ -38,7 +40,7 @@ def synth(preset: str, out: Path, seed: int | None, overwrite: bool) -> None:
 
 @data.command("info")
 @click.argument("name")
-@click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="REIDBENCH_DATA",
+@click.option("--data-root", type=click.Path(), default=None, envvar="REIDBENCH_DATA", callback=nonempty_path,
               help="Folder holding the dataset folders (default $REIDBENCH_DATA).")
 def info(name: str, data_root: Path | None) -> None:
     """Read dataset NAME (see `reidbench list datasets`) and print its statistics."""

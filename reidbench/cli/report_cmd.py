@@ -22,8 +22,10 @@ def report(run_dir: Path, out: Path | None, fmt: str | None, minp: bool, dpi: in
 
     \b
     The PDF has: the manifest (versions, seeds, dataset fingerprint, checkpoints, command), the
-    threat models, the tables (model x attack R1/mAP, drop from clean, oblivious vs adaptive,
-    sweeps, the papers' numbers beside ours), one page per plot, and the sanity-check warnings.
+    threat models (rendered from each attack's structured threat), the tables (model x attack
+    R1/mAP, drop from clean, oblivious vs adaptive, sweeps, the papers' numbers beside ours;
+    with --rerank runs, '+ RK' rows hold the re-ranked metrics beside the plain ones), the
+    figures (continued over as many pages as their cells need), and the sanity-check warnings.
     \b
     Examples:
       reidbench report runs/default
