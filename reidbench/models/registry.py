@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,21 +271,87 @@ class ExternalModel(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        try:
+            out = self.net(x)
+        except Exception as exc:  # user code: one line naming it, never a traceback
+            raise ReidbenchError(f"--model {self.card.name}: the model raised {_first_line(exc)}") from None
+        check_embeddings(out, self.card.name, len(x))
+        return out
 
     def bare(self) -> ExternalModel:
         return self
 
 
-def load_external(spec: str, *, device: str | torch.device = "cpu") -> ExternalModel:
-    """``package.module:factory`` -> the module the factory returns, in eval mode."""
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def check_embeddings(out: object, spec: str, batch: int) -> None:
+    """A user model must map a batch of B images to a (B, D) float tensor."""
+    if not isinstance(out, torch.Tensor):
+        raise ReidbenchError(f"--model {spec}: the model returned {type(out).__name__}, not a (B, D) float tensor of "
+                             "embeddings; return the embedding tensor alone")  # fmt: skip
+    if out.dim() != 2 or out.shape[0] != batch or not torch.is_floating_point(out):
+        raise ReidbenchError(f"--model {spec}: the model returned a {out.dtype} tensor of shape {tuple(out.shape)} for "
+                             f"{batch} images; it must return ({batch}, D) float embeddings")  # fmt: skip
+
+
+def _import_factory(spec: str) -> Any:
+    """The factory named by ``module:factory``, importable from the current folder too."""
     mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name:
+        raise ReidbenchError(f"--model {spec!r}: expected package.module:factory")
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
     try:
-        factory = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as exc:
-        raise ReidbenchError(f"cannot load --model {spec}: {exc}. Use package.module:factory, importable from here") from None
-    net = factory()
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ReidbenchError(f"cannot import {mod_name} for --model {spec}: {_first_line(exc)}. Use package.module:factory, "
+                             "importable from the current folder or the Python path") from None  # fmt: skip
+    except (Exception, SystemExit) as exc:  # noqa: BLE001  the user's module failed while importing
+        raise ReidbenchError(f"--model {spec}: importing {mod_name} failed with {_first_line(exc)}") from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+    factory = getattr(module, fn_name, None)
+    if factory is None:
+        raise ReidbenchError(f"--model {spec}: {mod_name} has no {fn_name!r}")
+    if not callable(factory):
+        raise ReidbenchError(f"--model {spec}: {fn_name} is a {type(factory).__name__}, not a function returning a model")
+    return factory
+
+
+def _input_size(net: nn.Module, spec: str) -> tuple[int, int]:
+    size = getattr(net, "input_size", (256, 128))
+    ok = isinstance(size, (tuple, list)) and len(size) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    if not ok:
+        raise ReidbenchError(f"--model {spec}: input_size is {size!r}; it must be (height, width) in positive whole pixels")
+    return int(size[0]), int(size[1])
+
+
+def load_external(spec: str, *, device: str | torch.device = "cpu") -> ExternalModel:
+    """``package.module:factory`` -> the module the factory returns, in eval mode.
+
+    User code is isolated: whatever the import, the factory or a probe forward raises (or a
+    ``sys.exit``) becomes one line naming the factory, and a factory that returns something other
+    than a module mapping (B, 3, H, W) images in [0,1] to (B, D) float embeddings is refused with
+    what it returned.
+    """
+    factory = _import_factory(spec)
+    try:
+        net = factory()
+    except TypeError as exc:
+        raise ReidbenchError(f"--model {spec}: calling {spec.partition(':')[2]}() failed with {_first_line(exc)}; the "
+                             "factory must take no arguments") from None  # fmt: skip
+    except (Exception, SystemExit) as exc:  # noqa: BLE001  user code
+        raise ReidbenchError(f"--model {spec}: the factory raised {_first_line(exc)}") from None
     if not isinstance(net, nn.Module):
         raise ReidbenchError(f"--model {spec}: the factory returned {type(net).__name__}, not a torch.nn.Module")
-    size = tuple(getattr(net, "input_size", (256, 128)))
-    return ExternalModel(net, spec, size).to(device).eval()  # type: ignore[arg-type]
+    model = ExternalModel(net, spec, _input_size(net, spec)).to(device).eval()
+    with torch.no_grad():
+        model(torch.full((2, 3, *model.input_size), 0.5, device=device))  # refuse a bad output now, not mid-run
+    return model
