@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from reidbench.cli.options import parse_kv, resolve_device, split_floats
+from reidbench.cli.options import closest, nonempty_path, parse_kv, resolve_device, split_numbers
 from reidbench.errors import ParameterError
 from reidbench.progress import quiet as quiet_progress
 
@@ -28,30 +28,53 @@ DEFAULT_ATTACKS: list[tuple[str, dict[str, Any]]] = [
 # without one the two are the same cells.
 DEFAULT_DEFENSES = ["auto", "none"]
 
-# global flags that set an attack parameter where the attack has it
-SWEEPABLE = {"eps": "eps", "step": "step", "steps": "steps", "momentum": "momentum", "area": "area"}
+
+def attack_parameters(name: str) -> set[str]:
+    """The parameters attack ``name`` accepts: its registry defaults, and for ``tk:NAME`` also
+    the torchattacks class's own arguments (eps, alpha, steps, ...)."""
+    import inspect
+
+    from reidbench.attacks import attack_entry
+
+    entry = attack_entry(name)
+    accepted = set(entry.defaults)
+    tk_name = getattr(entry.cls, "tk_name", "")
+    if name.lower().startswith("tk:") and tk_name:
+        from reidbench.attacks.classification import torchattacks_class
+
+        accepted |= {p for p in inspect.signature(torchattacks_class(tk_name)).parameters if p != "model"}
+    return accepted
 
 
 def build_attacks(attacks: tuple[str, ...], sweeps: dict[str, list[Any]], options: dict[str, Any]) -> list[Any]:
-    """Expand ``--attack`` x the sweep flags into AttackRequests (parameters only where they apply)."""
+    """Expand ``--attack`` x the sweep flags into AttackRequests (parameters only where they apply).
+
+    Names are registered attacks or ``tk:NAME`` (any torchattacks class, case-insensitive; its
+    name is written canonically, ``tk:pgd`` -> ``tk:PGD``). For a ``tk:`` attack whose class
+    takes ``alpha`` (torchattacks' step size), ``--step`` sets ``alpha``. A flag that no attack
+    of the run takes is an error, never dropped.
+    """
     import itertools
 
-    from reidbench.attacks import ATTACKS
+    from reidbench.attacks import canonical_name
     from reidbench.eval.harness import AttackRequest
 
     requests = []
     used: set[str] = set()
-    for name in attacks:
-        if name == "none":
+    for raw in attacks:
+        if raw == "none":
             requests.append(AttackRequest("none"))
             continue
-        accepted = set(ATTACKS.get(name).defaults)
-        keys = [k for k in sweeps if k in accepted]
+        name = canonical_name(raw)
+        accepted = attack_parameters(name)
+        alias = {"step": "alpha"} if name.startswith("tk:") and "alpha" in accepted and "step" not in accepted else {}
+        keys = [k for k in sweeps if k in accepted or k in alias]
         used.update(keys)
         fixed = {k: v for k, v in options.items() if k in accepted}
         used.update(fixed)
         for combo in itertools.product(*[sweeps[k] for k in keys]) if keys else [()]:
-            requests.append(AttackRequest(name, {**fixed, **dict(zip(keys, combo, strict=True))}))
+            swept = {alias.get(k, k): v for k, v in zip(keys, combo, strict=True)}
+            requests.append(AttackRequest(name, {**fixed, **swept}))
     unused = (set(sweeps) | set(options)) - used
     if unused:
         raise ParameterError(f"no attack in this run takes {', '.join('--' + u for u in sorted(unused))}; "
@@ -59,9 +82,48 @@ def build_attacks(attacks: tuple[str, ...], sweeps: dict[str, list[Any]], option
     return requests
 
 
+def parse_checkpoints(items: tuple[str, ...], models: tuple[str, ...], surrogates: tuple[str, ...]) -> dict[str, str]:
+    """``--checkpoint [MODEL=]PATH`` items -> {model: path}. A MODEL that is not a --model or
+    --surrogate of this run is an error (a typo would otherwise evaluate the shipped weights)."""
+    names = list(dict.fromkeys([*models, *surrogates]))
+    ck: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or (name not in names and Path(item).expanduser().is_file()):
+            if len(models) != 1:
+                raise ParameterError(f"--checkpoint {item} names no model and this run has {len(models)}; "
+                                     "use --checkpoint MODEL=PATH")  # fmt: skip
+            name, path = models[0], item
+        if not path.strip():
+            raise ParameterError(f"--checkpoint {item}: the path is empty; use --checkpoint MODEL=PATH")
+        if name not in names:
+            raise ParameterError(f"--checkpoint {item}: {name!r} is not a model of this run{closest(name, names)}; "
+                                 f"its models are {', '.join(names)}. Use --checkpoint MODEL=PATH with a --model "
+                                 "or --surrogate name")  # fmt: skip
+        if name in ck and ck[name] != path:
+            raise ParameterError(f"--checkpoint gives model {name!r} two checkpoints ({ck[name]} and {path}); keep one")
+        ck[name] = path
+    return ck
+
+
+def parse_model_options(items: tuple[str, ...], models: tuple[str, ...], surrogates: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``--model-option MODEL:KEY=VALUE`` items; MODEL must be a model of this run."""
+    names = list(dict.fromkeys([*models, *surrogates]))
+    mopts: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, kv = item.partition(":")
+        if not sep:
+            raise ParameterError(f"--model-option expects MODEL:KEY=VALUE, got {item!r}")
+        if name not in names:
+            raise ParameterError(f"--model-option {item}: {name!r} is not a model of this run{closest(name, names)}; "
+                                 f"its models are {', '.join(names)}")  # fmt: skip
+        mopts.setdefault(name, {}).update(parse_kv([kv]))
+    return mopts
+
+
 @click.command("run")
 @click.option("--model", "models", multiple=True, help="Registered model or package.module:factory (repeat for several). Default: every model with a checkpoint.")
-@click.option("--attack", "attacks", multiple=True, help="Attack name, or none for the clean cell (repeat). Default: the standard set.")
+@click.option("--attack", "attacks", multiple=True, help="Attack name (see `reidbench list attacks`), tk:NAME for any torchattacks class (e.g. tk:PGD, case-insensitive), or none for the clean cell (repeat). Default: the standard set.")
 @click.option("--clean/--no-clean", default=True, show_default=True, help="Also evaluate every model and defense without attack: the reference the tables' drops are measured from.")
 @click.option("--defense", "defenses", multiple=True, help="auto (the model's own inference defense, e.g. JAD's CS), none, or a chain like jpeg+median (repeat). Default: auto.")
 @click.option("--adaptive/--no-adaptive", default=True, show_default=True, help="Run attacks made through the defense (BPDA/EOT).")
@@ -69,16 +131,16 @@ def build_attacks(attacks: tuple[str, ...], sweeps: dict[str, list[Any]], option
 @click.option("--target", "targets", multiple=True, type=click.Choice(["query", "gallery", "both"]), help="Attacked side (repeat). Default: query.")
 @click.option("--surrogate", "surrogates", multiple=True, help="Also craft each gradient attack on this model and evaluate on the target (transfer, black-box).")
 @click.option("--eps", default=None, help="L-inf budget in /255 units; a comma list sweeps (e.g. 2,5,8).")
-@click.option("--step", default=None, help="Step size in /255 units (comma list sweeps).")
-@click.option("--steps", default=None, help="Iterations (comma list sweeps).")
+@click.option("--step", default=None, help="Step size in /255 units (comma list sweeps); torchattacks' alpha for tk:NAME.")
+@click.option("--steps", default=None, help="Iterations, whole numbers (comma list sweeps).")
 @click.option("--momentum", default=None, help="Momentum decay of M-IFGSM/LTA.")
 @click.option("--area", default=None, help="Occluded fraction for occlusion attacks; a comma list sweeps (e.g. 0.1,0.2,0.3).")
 @click.option("--attack-option", "attack_opts", multiple=True, metavar="KEY=VALUE", help="Any other attack parameter.")
 @click.option("--dataset", default="synthetic-mini", show_default=True, help="See `reidbench list datasets`.")
-@click.option("--data-root", type=click.Path(path_type=Path), default=None, envvar="REIDBENCH_DATA", help="Folder holding the dataset folders (default $REIDBENCH_DATA).")
+@click.option("--data-root", type=click.Path(), default=None, envvar="REIDBENCH_DATA", callback=nonempty_path, help="Folder holding the dataset folders (default $REIDBENCH_DATA).")
 @click.option("--checkpoint", "checkpoints", multiple=True, metavar="[MODEL=]PATH", help="Weights for a registered model (safetensors or a weights-only state dict).")
 @click.option("--model-option", "model_opts", multiple=True, metavar="MODEL:KEY=VALUE", help="e.g. jad:cs=false.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True, help="Run directory.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/default", show_default=True, callback=nonempty_path, help="Run directory (one run writes it at a time).")
 @click.option("--fresh", is_flag=True, help="Start over: forget the finished cells in --out.")
 @click.option("--resume", is_flag=True, default=True, hidden=True, help="Skip finished cells (the default).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -88,12 +150,12 @@ def build_attacks(attacks: tuple[str, ...], sweeps: dict[str, list[Any]], option
               help="market: mean precision at hits, queries without a match left out; official: Market-1501 code's trapezoidal AP, such queries count 0.")
 @click.option("--eot", type=click.IntRange(1, 1000), default=20, show_default=True, help="EOT draws per gradient for adaptive attacks on random defenses.")
 @click.option("--draws", type=click.IntRange(1, 100), default=5, show_default=True, help="Evaluation draws of a random defense (mean and worst case reported).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (`reidbench doctor` lists what this machine has).")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=None, help="Default 128 on CPU, 512 on GPU.")
 @click.option("--amp", is_flag=True, help="bfloat16 autocast for feature extraction on CUDA only; check it with benchmarks/check_amp.py before trusting it.")
-@click.option("--save-adv", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write PNGs of adversarial samples here.")
+@click.option("--save-adv", type=click.Path(file_okay=False), default=None, callback=nonempty_path, help="Also write PNGs of adversarial samples here.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write RUN/report.pdf at the end.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars and no results table: one summary line (where the results are, warnings, report).")
 def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, ...], adaptive: bool, oblivious: bool,
         targets: tuple[str, ...], surrogates: tuple[str, ...], eps: str | None, step: str | None, steps: str | None,
         momentum: str | None, area: str | None, attack_opts: tuple[str, ...], dataset: str, data_root: Path | None,
@@ -116,28 +178,12 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
         models = tuple(n for n in MODELS.names() if shipped_checkpoint(n) is not None)
         if not models:
             raise ParameterError("no model has a shipped checkpoint; pass --model NAME --checkpoint PATH")
-    if len(checkpoints) > 0:
-        ck: dict[str, str] = {}
-        for item in checkpoints:
-            name, sep, path = item.partition("=")
-            if not sep:
-                if len(models) != 1:
-                    raise ParameterError("--checkpoint PATH needs exactly one --model; use --checkpoint MODEL=PATH")
-                name, path = models[0], item
-            ck[name] = path
-    else:
-        ck = {}
-    mopts: dict[str, dict[str, Any]] = {}
-    for item in model_opts:
-        name, sep, kv = item.partition(":")
-        if not sep:
-            raise ParameterError(f"--model-option expects MODEL:KEY=VALUE, got {item!r}")
-        mopts.setdefault(name, {}).update(parse_kv([kv]))
+    ck = parse_checkpoints(checkpoints, models, surrogates)
+    mopts = parse_model_options(model_opts, models, surrogates)
     sweeps: dict[str, list[Any]] = {}
     for key, text in (("eps", eps), ("step", step), ("steps", steps), ("momentum", momentum), ("area", area)):
         if text is not None:
-            vals = split_floats(text, f"--{key}")
-            sweeps[key] = [int(v) for v in vals] if key == "steps" else vals
+            sweeps[key] = split_numbers(text, f"--{key}", integer=key == "steps")
     options = parse_kv(attack_opts)
     if default_grid and not sweeps and not options:
         requests = [AttackRequest(n, p) for n, p in DEFAULT_ATTACKS]
@@ -148,6 +194,9 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
     modes = [m for m, on in (("oblivious", oblivious), ("adaptive", adaptive)) if on]
     if not modes:
         raise ParameterError("--no-adaptive and --no-oblivious leave nothing to run for defended models")
+    from reidbench.eval.distributed import check_cuda, launched_rank
+
+    check_cuda(device)  # under torchrun: one line naming the rank, before the generic device check
     dev = resolve_device(device)
     if amp and dev.type != "cuda":
         raise ParameterError(f"--amp autocasts feature extraction on CUDA only, and the device is {dev}; drop --amp or pass --device cuda")
@@ -159,19 +208,26 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
     command = "reidbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with quiet_progress(quiet):
         records = run_grid(spec, out, command=command, fresh=fresh, progress=not quiet)
-    click.echo(format_table(records))
-    click.echo(f"\n{len(records)} cells in {out}/results.csv")
+    if launched_rank() != 0:  # under torchrun rank 0 alone writes the report and prints
+        return
+    summary = [f"{len(records)} cells in {out / 'results.csv'}"]
     warn = sum(len(r.warnings) for r in records)
     if warn:
-        click.echo(f"{warn} sanity-check warning(s); see the report or results.csv's warnings column")
+        summary.append(f"{warn} sanity-check warning(s); see the report or results.csv's warnings column")
     if report:
         try:
             from reidbench.reports import write_report
         except ImportError:
-            click.echo("(reports are not available in this build)")
-            return
-        path = write_report(out, out / "report.pdf")
-        click.echo(f"report: {path}")
+            summary.append("no report (reports are not available in this build)")
+        else:
+            summary.append(f"report: {write_report(out, out / 'report.pdf')}")
+    if quiet:
+        click.echo("; ".join(summary))
+        return
+    click.echo(format_table(records))
+    click.echo("")
+    for line in summary:
+        click.echo(line)
 
 
 def format_table(records: list[Any]) -> str:

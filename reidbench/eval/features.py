@@ -30,6 +30,7 @@ def extract_features(
     fmap_hook: FmapHook | None = None,
     amp: bool = False,
     progress: Callable[[int], None] | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Embeddings of ``images`` ((N,3,H,W), uint8 or float in [0,1]) on the model's device, float32.
 
@@ -37,14 +38,26 @@ def extract_features(
     map (feature-map attacks; the model must expose ``feature_map``/``head``). ``amp`` runs the
     forward in bfloat16 autocast on CUDA (see the harness for its measured tolerance).
     The model must be in eval mode: a train-mode model is refused, never silently switched.
+
+    ``rows=(lo, hi)`` (a shard of whole batches, :mod:`reidbench.eval.distributed`) returns only
+    the features of images ``lo..hi-1``, computed in the same batches with the same global
+    indices as the whole set; a random ``defense`` is still run on every batch (its output
+    discarded outside the shard) so that its generator draws what one process would draw.
     """
     check_eval_mode(model, "evaluated")
     dev = _device_of(model)
     feats = []
+    lo, hi = rows if rows is not None else (0, len(images))
+    replay = defense is not None and bool(getattr(defense, "random", False))
     for s in range(0, len(images), batch_size):
-        x = to_float(images[s : s + batch_size].to(dev))
+        inside = lo <= s < hi
+        if not inside and not replay:
+            continue
+        x = to_float(images[s : s + batch_size].to(dev, non_blocking=True))
         if defense is not None:
             x = defense(x)
+        if not inside:  # only to advance the random defense's generator
+            continue
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
             if fmap_hook is None:
                 f = model(x)
@@ -61,4 +74,4 @@ def extract_features(
         feats.append(f.float())
         if progress is not None:
             progress(len(x))
-    return torch.cat(feats) if feats else torch.empty(0)
+    return torch.cat(feats) if feats else torch.empty(0, device=dev)

@@ -1,0 +1,179 @@
+"""Runtime state of a grid: models, images and clean gallery features, loaded once and reused.
+
+The clean gallery's features depend only on (model, defense, dataset, draw), so they are
+computed once per run directory and cached in ``run_dir/cache``; every attack on the query side
+reuses them.
+
+Under ``torchrun`` (:mod:`reidbench.eval.distributed`) :meth:`Runtime.features` extracts this
+rank's shard of whole batches and gathers every rank's rows, so every caller sees the whole set's
+features; only rank 0 reads and writes the gallery cache, and sends what it read to the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reidbench.data import ReIDDataset
+from reidbench.data.images import load_images
+from reidbench.defenses import create_defense
+from reidbench.eval.distributed import SINGLE, Dist, gather_rows, shard
+from reidbench.eval.features import extract_features
+from reidbench.eval.planning import GridSpec
+from reidbench.zoo import create_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitData:
+    query: torch.Tensor  # uint8 (N,3,H,W) at one model's input size
+    gallery: torch.Tensor
+    q_pids: torch.Tensor
+    g_pids: torch.Tensor
+    q_camids: torch.Tensor
+    g_camids: torch.Tensor
+
+    def side(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images, pids and camids of the ``query`` or ``gallery`` side."""
+        if name == "query":
+            return self.query, self.q_pids, self.q_camids
+        return self.gallery, self.g_pids, self.g_camids
+
+    def other(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.side("gallery" if name == "query" else "query")
+
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def write_cached_features(path: Path, key: str, feats: torch.Tensor) -> None:
+    """Features as safetensors, with their cache key and a sha256 of their bytes in the metadata."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    t = feats.detach().cpu().contiguous()
+    save_file({"features": t}, str(tmp), metadata={"key": key, "sha256": _digest(t)})
+    tmp.replace(path)
+
+
+def read_cached_features(path: Path, key: str, device: torch.device) -> torch.Tensor | None:
+    """Cached features, or None (recompute) when the file is absent, unreadable, or not what its
+    key and checksum say: the run directory is untrusted input, and a cache never runs code."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            t = f.get_tensor("features")
+        if meta.get("key") != key or meta.get("sha256") != _digest(t) or t.dim() != 2 or not t.is_floating_point():
+            raise ValueError("key, checksum or shape does not match")
+    except Exception as exc:  # any unreadable cache is recomputed, never trusted
+        log.warning("ignoring gallery cache %s (%s); recomputing it", path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+    return t.to(device)
+
+
+def _pinned(t: torch.Tensor, pin: bool) -> torch.Tensor:
+    return t.pin_memory() if pin else t
+
+
+class Runtime:
+    """Models, images and gallery features, loaded lazily and reused across cells."""
+
+    def __init__(self, spec: GridSpec, dataset: ReIDDataset | None, run_dir: Path, progress: bool = True,
+                 dist: Dist = SINGLE, device: torch.device | None = None) -> None:
+        self.spec = spec
+        self.dist = dist
+        self.progress = progress and dist.is_main
+        self.dataset = dataset  # set before the first cell runs (the plan is validated first)
+        self.run_dir = run_dir
+        self.device = device if device is not None else torch.device(spec.device)
+        self._models: dict[str, nn.Module] = {}
+        self._splits: dict[tuple[int, int], SplitData] = {}
+        self._gallery: dict[str, torch.Tensor] = {}
+
+    # models ------------------------------------------------------------------------------
+    def model(self, name: str) -> nn.Module:
+        if name not in self._models:
+            ckpt = self.spec.checkpoints.get(name, "default")
+            self._models[name] = create_model(name, checkpoint=ckpt, device=self.device,
+                                              options=self.spec.model_options.get(name))  # fmt: skip
+        return self._models[name]
+
+    def bare(self, name: str) -> nn.Module:
+        return self.model(name).bare()  # type: ignore[operator]
+
+    def card(self, name: str) -> Any:
+        return self.model(name).card
+
+    # data --------------------------------------------------------------------------------
+    def split(self, size: tuple[int, int]) -> SplitData:
+        size = tuple(size)  # type: ignore[assignment]
+        if size not in self._splits:
+            assert self.dataset is not None, "Runtime.dataset must be set before data is read"
+            q, g = self.dataset.query, self.dataset.gallery
+            pin = self.device.type == "cuda"  # page-locked, so batches go up with non_blocking copies
+            self._splits[size] = SplitData(
+                query=_pinned(load_images(q, size, desc="query"), pin),
+                gallery=_pinned(load_images(g, size, desc="gallery"), pin),
+                q_pids=torch.tensor([s.pid for s in q]),
+                g_pids=torch.tensor([s.pid for s in g]),
+                q_camids=torch.tensor([s.camid for s in q]),
+                g_camids=torch.tensor([s.camid for s in g]),
+            )
+        return self._splits[size]
+
+    @property
+    def batch_size(self) -> int:
+        return self.spec.batch_size or (512 if self.device.type == "cuda" else 128)
+
+    def features(self, net: nn.Module, images: torch.Tensor, **kw: Any) -> torch.Tensor:
+        """``extract_features`` with the run's batch size; under torchrun this rank's shard,
+        gathered from every rank (a collective: every rank calls it with the same images)."""
+        if not self.dist.active:
+            return extract_features(net, images, batch_size=self.batch_size, **kw)
+        n, b = len(images), self.batch_size
+        part = extract_features(net, images, batch_size=b, rows=shard(n, b, self.dist.rank, self.dist.world_size), **kw)
+        return gather_rows(self.dist, part, n, b, device=part.device)
+
+    # defenses ----------------------------------------------------------------------------
+    def defense(self, name: str, input_size: tuple[int, int], seed: int) -> nn.Module | None:
+        if name == "none":
+            return None
+        return create_defense(name, input_size=tuple(input_size), seed=seed).to(self.device)
+
+    # gallery features ---------------------------------------------------------------------
+    def gallery_features(self, model: str, defense_name: str, draw_seed: int) -> torch.Tensor:
+        """Clean gallery features of ``model`` behind ``defense_name`` for one defense draw."""
+        assert self.dataset is not None
+        card = self.card(model)
+        key_src = json.dumps([model, card.sha256, card.checkpoint, defense_name, draw_seed, self.dataset.fingerprint,
+                              list(card.input_size), self.spec.amp], sort_keys=True, default=str)  # fmt: skip
+        key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+        if key in self._gallery:
+            return self._gallery[key]
+        path = self.run_dir / "cache" / f"gallery-{key}.safetensors"
+        feats = read_cached_features(path, key, self.device) if self.dist.is_main else None
+        if self.dist.active:  # rank 0 alone reads the run directory; the others get what it read
+            got = self.dist.broadcast_object(None if feats is None else feats.cpu())
+            feats = None if got is None else got.to(self.device)
+        if feats is None:
+            split = self.split(card.input_size)
+            d = self.defense(defense_name, card.input_size, draw_seed)
+            feats = self.features(self.bare(model), split.gallery, defense=d, amp=self.spec.amp)
+            if self.dist.is_main:
+                write_cached_features(path, key, feats)
+        self._gallery[key] = feats
+        return feats
