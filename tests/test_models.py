@@ -285,7 +285,7 @@ def test_plain_weights_only_state_dict_loads(tmp_path: Path) -> None:
 def test_external_model_factory() -> None:
     m = create_model("tests.external_model:make")
     assert m(torch.rand(2, 3, 64, 32)).shape == (2, 5)
-    with pytest.raises(Exception, match="cannot load --model"):
+    with pytest.raises(Exception, match="cannot import tests.nowhere for --model"):
         create_model("tests.nowhere:make")
 
 
