@@ -12,6 +12,9 @@
    (``python-version/re_ranking_ranklist.py`` of zhunzhong07/person-re-ranking, or torchreid's
    ``torchreid/utils/rerank.py``), imported from a checkout you provide. The original squares
    its inputs, so it is given ``sqrt`` of our squared distances. Then ours alone on the full size.
+   Before that, a table of ours against the naive reference at N = 120, 1,200 and 4,200 images
+   (``--rerank-sizes``) with 1 and 2 torch threads (``--rerank-threads``), with the ratio;
+   ``--only-rerank-sizes`` prints just that table.
 
 Run: ``.venv/bin/python benchmarks/bench_eval.py [--original-rerank ~/src/person-re-ranking]``.
 Timings are the best of ``--repeats`` runs.
@@ -31,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+import reidbench.eval.rerank as rerank_module
 from reidbench.eval.distance import compute_distance
 from reidbench.eval.metrics import evaluate_rank
 from reidbench.eval.rerank import re_ranking
@@ -174,6 +178,16 @@ def with_stable_argsort(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarr
     return call
 
 
+def best_and_median(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
+    """Best and median of ``repeats`` runs: the median shows the stalls that a busy machine adds."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), float(np.median(times)), out
+
+
 def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     best, out = float("inf"), None
     for _ in range(repeats):
@@ -300,6 +314,69 @@ def bench_rerank(p: dict[str, Any], args: argparse.Namespace) -> None:
     )
 
 
+def bench_rerank_sizes(p: dict[str, Any], args: argparse.Namespace) -> None:
+    """Ours against the naive reference at a few sizes N = Q + G, with 1 and 2 torch threads.
+
+    Also ours with the small-input single-thread switch turned off, to show the fixed cost it
+    removes. The naive reference is numpy and Python loops; torch's thread count does not
+    apply to it, so its column changes only with the machine's load.
+    """
+    k = {"k1": args.k1, "k2": args.k2, "lambda_value": args.lambda_value}
+    sizes = [int(x) for x in args.rerank_sizes.split(",") if x]
+    thread_counts = [int(x) for x in args.rerank_threads.split(",") if x]
+    saved_threads = torch.get_num_threads()
+    saved_switch = rerank_module._SINGLE_THREAD_MAX_IMAGES
+    print(
+        f"\nre-ranking by size (small inputs run on one thread up to N = {saved_switch}; "
+        "'switch off' is ours without that):"
+    )
+    print("times are best/median of the runs; the ratio is reference / ours, best/median")
+    print(
+        f"{'N':>6} {'Q x G':>11} {'threads':>7} {'ours':>13} {'switch off':>13} {'reference':>13} "
+        f"{'ref/ours':>11} {'max |diff|':>10}"
+    )
+    try:
+        for size in sizes:
+            s = subset(p, max(2, round(size / 1.21)), args.seed)
+            qf, gf = s["qf"], s["gf"]
+            qg, qq, gg = (
+                compute_distance(qf, gf),
+                compute_distance(qf, qf),
+                compute_distance(gf, gf),
+            )
+            n = qg.shape[0] + qg.shape[1]
+            repeats = 7 if n <= 1500 else 3
+            nq, nqq, ngg = (x.numpy() for x in (qg, qq, gg))
+            ref_s, ref_m, ref = best_and_median(
+                lambda nq=nq, nqq=nqq, ngg=ngg: naive_re_ranking(
+                    nq, nqq, ngg, args.k1, args.k2, args.lambda_value
+                ),
+                repeats,
+            )
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+
+                def ours(qg=qg, qq=qq, gg=gg) -> torch.Tensor:
+                    return re_ranking(qg, qq, gg, **k)
+
+                ours_s, ours_m, out = best_and_median(ours, repeats)
+                rerank_module._SINGLE_THREAD_MAX_IMAGES = 0
+                try:
+                    off_s, off_m, off = best_and_median(ours, repeats)
+                finally:
+                    rerank_module._SINGLE_THREAD_MAX_IMAGES = saved_switch
+                if not torch.equal(off, out):
+                    raise SystemExit("re_ranking differs with the thread switch off")
+                diff = np.abs(out.numpy() - ref).max()
+                print(
+                    f"{n:6d} {qg.shape[0]:4d} x {qg.shape[1]:<5d}{threads:7d} "
+                    f"{ours_s:7.3f}/{ours_m:.3f}s {off_s:7.3f}/{off_m:.3f}s {ref_s:7.3f}/{ref_m:.3f}s "
+                    f"{ref_s / ours_s:6.1f}x/{ref_m / ours_m:.1f}x {diff:10.1e}"
+                )
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-query", type=int, default=3368)
@@ -327,6 +404,11 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="re_ranking_ranklist.py, or a checkout of zhunzhong07/person-re-ranking or torchreid",
     )
+    parser.add_argument(
+        "--rerank-sizes", default="120,1200,4200", help="N = Q + G for the re-ranking size table"
+    )
+    parser.add_argument("--rerank-threads", default="1,2", help="torch threads for that table")
+    parser.add_argument("--only-rerank-sizes", action="store_true", help="just that table")
     parser.add_argument("--skip-rerank", action="store_true")
     parser.add_argument(
         "--skip-full-rerank", action="store_true", help="skip ours on the full size"
@@ -343,8 +425,12 @@ def main(argv: list[str] | None = None) -> None:
         f"({args.num_distractors} distractors), {args.num_ids} ids, {args.num_cams} cameras, dim {args.dim}"
     )
     problem = make_problem(args)
+    if args.only_rerank_sizes:
+        bench_rerank_sizes(problem, args)
+        return
     bench_metrics(problem, args)
     if not args.skip_rerank:
+        bench_rerank_sizes(problem, args)
         bench_rerank(problem, args)
 
 

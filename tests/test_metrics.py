@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import reidbench.eval.metrics as metrics
+import reidbench.eval.rank_kernels as rank_kernels
 from reidbench.errors import ParameterError
 from reidbench.eval.distance import compute_distance
 from reidbench.eval.metrics import RankResult, evaluate_rank
@@ -210,7 +211,7 @@ def test_matches_per_query_reference(
 def test_candidate_budget_splits_rows(monkeypatch: pytest.MonkeyPatch, numpy_kernel: bool) -> None:
     """Tiny budgets force one query row per candidate group; the answers must not change."""
     monkeypatch.setattr(metrics, "_NUMPY_ON_CPU", numpy_kernel)
-    monkeypatch.setattr(metrics, "_CANDIDATE_BUDGET", 5)
+    monkeypatch.setattr(rank_kernels, "_CANDIDATE_BUDGET", 5)
     rng = np.random.default_rng(7)
     for trial in range(40):
         dist, q_pids, g_pids, q_cams, g_cams = _random_problem(rng, trial % 5)

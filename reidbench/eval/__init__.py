@@ -1,7 +1,8 @@
 """Evaluation: distances, ranking metrics (CMC, mAP, mINP), k-reciprocal re-ranking, the harness."""
 
-from reidbench.eval.distance import DISTANCE_METRICS, compute_distance
-from reidbench.eval.metrics import AP_VARIANTS, RankResult, evaluate_rank
-from reidbench.eval.rerank import re_ranking
+from reidbench.eval.distance import DISTANCE_METRICS, compute_distance, distance_blocks
+from reidbench.eval.metrics import AP_VARIANTS, RankResult, evaluate_rank, evaluate_rank_features
+from reidbench.eval.rerank import check_rerank_fits, re_ranking
 
-__all__ = ["AP_VARIANTS", "DISTANCE_METRICS", "RankResult", "compute_distance", "evaluate_rank", "re_ranking"]
+__all__ = ["AP_VARIANTS", "DISTANCE_METRICS", "RankResult", "check_rerank_fits", "compute_distance", "distance_blocks",
+           "evaluate_rank", "evaluate_rank_features", "re_ranking"]

@@ -52,11 +52,16 @@ them for a useless one. No Q x G sort or index matrix is built; memory is bounde
 On CPU the kernel runs in numpy on zero-copy views (torch's CPU kernels for these ragged integer
 operations are several times slower); elsewhere it runs in torch on the distances' device. Both
 produce the same ranks, exactly, and the tests run both.
+
+:func:`evaluate_rank_features` starts from the features instead: it computes the distances a
+block of query rows at a time and ranks each block before computing the next, so the Q x G
+matrix (3.8 GB at MSMT17's 11,659 x 82,161) is never built; its results are identical to
+``evaluate_rank(compute_distance(qf, gf, metric), ...)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,8 +69,10 @@ import numpy as np
 import torch
 
 from reidbench.errors import ParameterError
+from reidbench.eval.distance import DEFAULT_CHUNK_SIZE, distance_blocks
+from reidbench.eval.rank_kernels import ranks_numpy, ranks_torch
 
-__all__ = ["AP_VARIANTS", "RankResult", "evaluate_rank"]
+__all__ = ["AP_VARIANTS", "RankResult", "evaluate_rank", "evaluate_rank_features"]
 
 AP_VARIANTS = ("market", "official")
 
@@ -73,10 +80,8 @@ AP_VARIANTS = ("market", "official")
 # half or integer inputs), so ~256 MB covers all 3,368 x 15,913 of Market-1501 in one chunk.
 _DENSE_BUDGET_BYTES = 256 << 20
 _DENSE_BYTES_PER_ELEMENT = 5
-# Candidates ranked at once, at up to ~100 bytes each (~100 MB); smaller arrays also avoid
-# fresh page faults. A well-trained model on Market-1501 has ~0.5M candidates in all, a useless
-# one tens of millions. Peak extra memory at Market-1501 scale stays well under 1 GB.
-_CANDIDATE_BUDGET = 1_000_000
+# Distances plus mask of one block in evaluate_rank_features: ~300 rows at MSMT17's 82,161 gallery.
+_FEATURE_BLOCK_BUDGET_BYTES = 256 << 20
 # Run the kernel in numpy for CPU inputs; tests turn it off to check the torch kernel on CPU.
 _NUMPY_ON_CPU = True
 
@@ -118,18 +123,20 @@ class RankResult:
         return float(self.cmc[k - 1])
 
 
-def _as_labels(x: object, name: str, n: int, expected: str) -> np.ndarray:
+def _as_labels(
+    x: object, name: str, n: int, expected: str, fn: str = "evaluate_rank", what: str = "distmat"
+) -> np.ndarray:
     """Labels as a CPU int64 array: they are small, and the per-pid tables are built on CPU."""
     try:
         a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     except (TypeError, ValueError, RuntimeError):
-        raise ParameterError(f"evaluate_rank: {name} must be an integer array") from None
+        raise ParameterError(f"{fn}: {name} must be an integer array") from None
     if a.ndim != 1 or a.shape[0] != n:
         raise ParameterError(
-            f"evaluate_rank: {name} has shape {tuple(a.shape)} but distmat needs one per {expected} ({n})"
+            f"{fn}: {name} has shape {tuple(a.shape)} but {what} needs one per {expected} ({n})"
         )
     if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
-        raise ParameterError(f"evaluate_rank: {name} must hold integers, got {a.dtype}")
+        raise ParameterError(f"{fn}: {name} must hold integers, got {a.dtype}")
     return a.astype(np.int64, copy=False)
 
 
@@ -140,162 +147,6 @@ def _is_int(x: object) -> bool:
 def _auto_chunk(num_gallery: int) -> int:
     return max(1, _DENSE_BUDGET_BYTES // (_DENSE_BYTES_PER_ELEMENT * max(num_gallery, 1)))
 
-
-def _index_bits(num_g: int) -> int:
-    return max(1, (num_g - 1).bit_length())
-
-
-def _candidate_groups(per_row: Sequence[int], row_cap: int) -> list[tuple[int, int]]:
-    """Split rows into runs of at most ``_CANDIDATE_BUDGET`` candidates and ``row_cap`` rows."""
-    groups, start, acc = [], 0, 0
-    for i, n in enumerate(per_row):
-        if i > start and (acc + n > _CANDIDATE_BUDGET or i - start >= row_cap):
-            groups.append((start, i))
-            start, acc = i, 0
-        acc += n
-    groups.append((start, len(per_row)))
-    return groups
-
-
-# The same kernel twice, numpy (CPU) and torch (any device). Given a chunk of distance rows and
-# each row's same-pid gallery items (``same_idx``, valid where ``same_ok``), it returns
-# (rows, ranks): the row and the 1-based rank among kept items of every true match, sorted by row
-# and then rank.
-#
-# Candidates are the items no farther than the row's farthest true match; nothing else can
-# precede a match. They are put in (row, distance, gallery index) order, the order of a stable
-# argsort per row. A match's rank is then its position within its row's candidates, less the junk
-# (same pid, same camera) before it, plus one. For float32, (row, distance, index) is packed into
-# one unique int64 key: the float's bits map to an order-preserving integer (adding 0.0 first
-# folds -0.0 into +0.0, which compare equal), and a match is found in the sorted keys with
-# searchsorted. float64 does not fit beside row and index, so it takes a stable lexicographic sort
-# by (row, distance) instead; stability supplies the index, as candidates arrive in index order.
-
-
-def _ranks_numpy(
-    d: np.ndarray,
-    q_cam: np.ndarray,
-    g_cam: np.ndarray,
-    same_idx: np.ndarray,
-    same_ok: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    c, num_g = d.shape
-    same_cam = g_cam[same_idx] == q_cam[:, None]
-    is_match = same_ok & ~same_cam
-    if not is_match.any():
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    same_d = np.take_along_axis(d, same_idx, axis=1)
-    far = np.where(is_match, same_d, -np.inf).max(axis=1)
-    is_junk = same_ok & same_cam & (same_d <= far[:, None])
-    mask = d <= far[:, None]
-    gbits = _index_bits(num_g)
-    packed = d.dtype == np.float32 and gbits <= 30
-    row_cap = 1 << max(0, 31 - gbits) if packed else c
-    if np.count_nonzero(mask) <= _CANDIDATE_BUDGET and c <= row_cap:
-        groups, per_row = [(0, c)], None  # the common case: skip the per-row count
-    else:
-        per_row = np.count_nonzero(mask, axis=1)
-        groups = _candidate_groups(per_row.tolist(), row_cap)
-
-    def key_of(r: np.ndarray, v: np.ndarray, g: np.ndarray) -> np.ndarray:
-        bits = (v + np.float32(0.0)).view(np.int32).astype(np.int64)
-        key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)) + (1 << 31)
-        key <<= gbits
-        key |= g
-        key |= r << (32 + gbits)
-        return key
-
-    rows_out, ranks_out = [], []
-    for a, b in groups:
-        flat = np.flatnonzero(mask[a:b])
-        if per_row is None:
-            r = flat // num_g
-            counts = np.bincount(r, minlength=b - a)
-        else:
-            counts = per_row[a:b]
-            r = np.repeat(np.arange(b - a), counts)
-        g = flat - r * num_g
-        v = d[a:b].reshape(-1)[flat]
-        mr, ms = np.nonzero(is_match[a:b])
-        jr, js = np.nonzero(is_junk[a:b])
-        mg, jg = same_idx[a:b][mr, ms], same_idx[a:b][jr, js]
-        if packed:
-            key = key_of(r, v, g)
-            key.sort()
-            m_pos = np.searchsorted(key, key_of(mr, same_d[a:b][mr, ms], mg))
-            j_pos = np.searchsorted(key, key_of(jr, same_d[a:b][jr, js], jg))
-        else:
-            where = np.empty(flat.size, np.int64)
-            where[np.lexsort((v, r))] = np.arange(flat.size)
-            m_pos = where[np.searchsorted(flat, mr * num_g + mg)]
-            j_pos = where[np.searchsorted(flat, jr * num_g + jg)]
-        row_start = np.cumsum(counts) - counts
-        j_pos.sort()
-        junk_before = np.searchsorted(j_pos, m_pos) - np.searchsorted(j_pos, row_start[mr])
-        ranks = m_pos - row_start[mr] - junk_before + 1
-        order = np.argsort(m_pos)
-        rows_out.append(mr[order] + a)
-        ranks_out.append(ranks[order])
-    return np.concatenate(rows_out), np.concatenate(ranks_out)
-
-
-def _ranks_torch(
-    d: torch.Tensor,
-    q_cam: torch.Tensor,
-    g_cam: torch.Tensor,
-    same_idx: torch.Tensor,
-    same_ok: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    c, num_g = d.shape
-    device = d.device
-    same_cam = g_cam[same_idx] == q_cam.unsqueeze(1)
-    is_match = same_ok & ~same_cam
-    if not bool(is_match.any()):
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, empty
-    same_d = d.gather(1, same_idx)
-    far = torch.where(is_match, same_d, float("-inf")).amax(dim=1)
-    is_junk = same_ok & same_cam & (same_d <= far.unsqueeze(1))
-    mask = d <= far.unsqueeze(1)
-    per_row = mask.sum(dim=1)
-    gbits = _index_bits(num_g)
-    packed = d.dtype == torch.float32 and gbits <= 30
-    row_cap = 1 << max(0, 31 - gbits) if packed else c
-
-    def key_of(r: torch.Tensor, v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        bits = (v + 0.0).view(torch.int32).to(torch.int64)
-        key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)) + (1 << 31)
-        return (r << (32 + gbits)) | (key << gbits) | g
-
-    rows_out, ranks_out = [], []
-    for a, b in _candidate_groups(per_row.tolist(), row_cap):
-        counts = per_row[a:b]
-        flat = torch.nonzero(mask[a:b].reshape(-1)).squeeze(1)
-        r = torch.repeat_interleave(torch.arange(b - a, device=device), counts)
-        g = flat - r * num_g
-        v = d[a:b].reshape(-1)[flat]
-        mr, ms = torch.nonzero(is_match[a:b], as_tuple=True)
-        jr, js = torch.nonzero(is_junk[a:b], as_tuple=True)
-        mg, jg = same_idx[a:b][mr, ms], same_idx[a:b][jr, js]
-        if packed:
-            key = torch.sort(key_of(r, v, g)).values
-            m_pos = torch.searchsorted(key, key_of(mr, same_d[a:b][mr, ms], mg))
-            j_pos = torch.searchsorted(key, key_of(jr, same_d[a:b][jr, js], jg))
-        else:
-            order = torch.argsort(v, stable=True)
-            order = order[torch.argsort(r[order], stable=True)]
-            where = torch.empty_like(order)
-            where[order] = torch.arange(flat.numel(), device=device)
-            m_pos = where[torch.searchsorted(flat, mr * num_g + mg)]
-            j_pos = where[torch.searchsorted(flat, jr * num_g + jg)]
-        row_start = torch.cumsum(counts, 0) - counts
-        j_pos = torch.sort(j_pos).values
-        junk_before = torch.searchsorted(j_pos, m_pos) - torch.searchsorted(j_pos, row_start[mr])
-        ranks = m_pos - row_start[mr] - junk_before + 1
-        order = torch.argsort(m_pos)
-        rows_out.append(mr[order] + a)
-        ranks_out.append(ranks[order])
-    return torch.cat(rows_out), torch.cat(ranks_out)
 
 
 def _query_stats(
@@ -372,20 +223,100 @@ def evaluate_rank(
     num_q, num_g = dist.shape
     if num_q == 0 or num_g == 0:
         raise ParameterError(f"evaluate_rank: distmat is empty ({num_q} x {num_g})")
-    device = dist.device
-    qp = _as_labels(q_pids, "q_pids", num_q, "query row")
-    gp = _as_labels(g_pids, "g_pids", num_g, "gallery column")
-    qc = _as_labels(q_camids, "q_camids", num_q, "query row")
-    gc = _as_labels(g_camids, "g_camids", num_g, "gallery column")
-    if dist.dtype in (torch.float32, torch.float64):
-        work_dtype = dist.dtype
-    elif dist.dtype in (torch.float16, torch.bfloat16):
-        work_dtype = torch.float32  # exact
-    else:
-        work_dtype = torch.float64
     chunk = int(chunk_size) if chunk_size is not None else _auto_chunk(num_g)
-    use_numpy = _NUMPY_ON_CPU and device.type == "cpu"
+    labels = _labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g, "evaluate_rank", "distmat")
+    blocks = ((start, dist[start : start + chunk]) for start in range(0, num_q, chunk))
+    return _evaluate(
+        blocks, num_q, num_g, dist.device, labels, max_rank, ap, "evaluate_rank", "distmat"
+    )
 
+
+def evaluate_rank_features(
+    qf: torch.Tensor | np.ndarray,
+    gf: torch.Tensor | np.ndarray,
+    q_pids: torch.Tensor | np.ndarray,
+    g_pids: torch.Tensor | np.ndarray,
+    q_camids: torch.Tensor | np.ndarray,
+    g_camids: torch.Tensor | np.ndarray,
+    *,
+    metric: Literal["euclidean", "cosine"] = "cosine",
+    max_rank: int = 50,
+    ap: Literal["market", "official"] = "market",
+    chunk: int | None = None,
+) -> RankResult:
+    """``evaluate_rank(compute_distance(qf, gf, metric), ...)`` without the Q x G matrix.
+
+    The distances are computed a block of query rows at a time
+    (:func:`reidbench.eval.distance.distance_blocks`) and each block is ranked before the next is
+    computed. The result is identical to the full-matrix path: the same distances bit for bit
+    (the product is tiled the same way) and the same ranks, so equal CMC, AP and INP.
+
+    Args:
+        qf, gf: query (Q, D) and gallery (G, D) features, on one device; the work runs there.
+        q_pids, g_pids, q_camids, g_camids: labels as for :func:`evaluate_rank`.
+        metric: ``"cosine"`` (1 - cosine) or ``"euclidean"`` (squared), as ``compute_distance``.
+        max_rank, ap: as for :func:`evaluate_rank`.
+        chunk: query rows per block, rounded up to a multiple of 256 (whole product tiles, see
+            ``distance_blocks``). ``None`` sizes it so that a block's distances and the
+            ranking's mask stay near 256 MB (a multiple of 256 rows, at least 256). Peak memory
+            beyond the features (and their normalised copies for ``"cosine"``) is then a few
+            hundred MB at any gallery size, instead of Q x G x 4 bytes (3.8 GB for MSMT17).
+
+    Returns:
+        A :class:`RankResult`.
+    """
+    fn = "evaluate_rank_features"
+    if ap not in AP_VARIANTS:
+        raise ParameterError(f"{fn}: unknown ap {ap!r}; choose one of {', '.join(AP_VARIANTS)}")
+    if not _is_int(max_rank) or max_rank < 1:
+        raise ParameterError(f"{fn}: max_rank must be a positive int, got {max_rank!r}")
+    if chunk is not None and (not _is_int(chunk) or chunk < 1):
+        raise ParameterError(f"{fn}: chunk must be a positive int or None, got {chunk!r}")
+    q = torch.as_tensor(qf)
+    g = torch.as_tensor(gf)
+    num_q = q.shape[0] if q.dim() == 2 else 0
+    num_g = g.shape[0] if g.dim() == 2 else 0
+    if q.dim() == 2 and g.dim() == 2 and (num_q == 0 or num_g == 0):
+        raise ParameterError(f"{fn}: no features ({num_q} queries, {num_g} gallery images)")
+    if chunk is None:
+        item = max(torch.empty(0, dtype=q.dtype).element_size(), 4) if q.is_floating_point() else 4
+        per_row = (item + _DENSE_BYTES_PER_ELEMENT) * max(num_g, 1)
+        tile = DEFAULT_CHUNK_SIZE
+        chunk = max(tile, _FEATURE_BLOCK_BUDGET_BYTES // per_row // tile * tile)
+    blocks = distance_blocks(q, g, metric, int(chunk))  # validates the features
+    labels = _labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g, fn, "the features")
+    return _evaluate(blocks, num_q, num_g, q.device, labels, max_rank, ap, fn, "a distance block")
+
+
+def _labels(
+    q_pids: object, g_pids: object, q_camids: object, g_camids: object,
+    num_q: int, num_g: int, fn: str, what: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    return (
+        _as_labels(q_pids, "q_pids", num_q, "query row", fn, what),
+        _as_labels(g_pids, "g_pids", num_g, "gallery column", fn, what),
+        _as_labels(q_camids, "q_camids", num_q, "query row", fn, what),
+        _as_labels(g_camids, "g_camids", num_g, "gallery column", fn, what),
+    )
+
+
+def _evaluate(
+    blocks: Iterator[tuple[int, torch.Tensor]],
+    num_q: int,
+    num_g: int,
+    device: torch.device,
+    labels: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    max_rank: int,
+    ap: str,
+    fn: str,
+    what: str,
+) -> RankResult:
+    """Rank the distance rows that ``blocks`` yields as ``(first row, rows)``, in row order.
+
+    Each query's ranks depend on its own row only, so the split into blocks does not change them.
+    """
+    qp, gp, qc, gc = labels
+    use_numpy = _NUMPY_ON_CPU and device.type == "cpu"
     # Each query's same-pid gallery items (matches and junk), from the gallery grouped by pid:
     # same_idx[i, :count[i]], in gallery order.
     g_by_pid = np.argsort(gp, kind="stable")
@@ -402,21 +333,27 @@ def evaluate_rank(
 
     with torch.no_grad():
         rows_out, ranks_out = [], []
-        for start in range(0, num_q, chunk):
-            stop = min(start + chunk, num_q)
-            d = dist[start:stop].detach().to(work_dtype).contiguous()
+        for start, block in blocks:
+            stop = start + block.shape[0]
+            if block.dtype in (torch.float32, torch.float64):
+                work_dtype = block.dtype
+            elif block.dtype in (torch.float16, torch.bfloat16):
+                work_dtype = torch.float32  # exact
+            else:
+                work_dtype = torch.float64
+            d = block.detach().to(work_dtype).contiguous()
             # max propagates NaN and is the cheapest full pass there is.
             if use_numpy:
                 dn = d.numpy()
                 if np.isnan(dn.max()):
-                    raise ParameterError("evaluate_rank: distmat contains NaN; check the features")
-                rows, ranks = _ranks_numpy(
+                    raise ParameterError(f"{fn}: {what} contains NaN; check the features")
+                rows, ranks = ranks_numpy(
                     dn, qc[start:stop], gc, same_idx[start:stop], same_ok[start:stop]
                 )
             else:
                 if bool(torch.isnan(d.max())):
-                    raise ParameterError("evaluate_rank: distmat contains NaN; check the features")
-                rows_t, ranks_t = _ranks_torch(
+                    raise ParameterError(f"{fn}: {what} contains NaN; check the features")
+                rows_t, ranks_t = ranks_torch(
                     d, qc_t[start:stop], gc_t, idx_t[start:stop], ok_t[start:stop]
                 )
                 rows, ranks = rows_t.cpu().numpy(), ranks_t.cpu().numpy()
@@ -436,7 +373,7 @@ def evaluate_rank(
     else:
         if num_valid == 0:
             raise ParameterError(
-                "evaluate_rank: no query has a true match in the gallery (same pid, other camera); "
+                f"{fn}: no query has a true match in the gallery (same pid, other camera); "
                 "check the pids and camids"
             )
         denom = num_valid
