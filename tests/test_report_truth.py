@@ -24,9 +24,9 @@ from reidbench.eval.results import (
     write_record,
 )
 from reidbench.reports import cells as C
+from reidbench.reports import pictures, write_report
 from reidbench.reports import plots as P
 from reidbench.reports import tables as T
-from reidbench.reports import write_report
 from reidbench.reports.document import build_report
 from reidbench.reports.run import load_run
 from tests.test_reports import _cell, _parse_md, make_artifact, make_manifest
@@ -265,7 +265,7 @@ def test_ranked_lists_show_every_headline_cell_and_name_what_they_leave_out(pict
         fig = P.plot_ranked_lists(run.records, run.artifacts, run.manifest, row=row, cells=cells)
         text = _texts(fig)
         for r in cells:
-            assert P._attack_text(r) in text
+            assert pictures._attack_text(r) in text
     # the caption of every ranked-list page names the sweep points it leaves out
     report = build_report(run)
     ranked = [f for f in report.figures if f.key.startswith("ranked-baseline")]

@@ -603,7 +603,7 @@ def test_photographic_figures_are_embedded_as_jpeg_line_art_stays_png() -> None:
 
 def test_ranked_list_rows_name_the_attack_mode(records: list[CellResult]) -> None:
     """A defended model's ranked lists show oblivious and adaptive rows; the label must say which."""
-    from reidbench.reports import plots as P
+    from reidbench.reports import pictures as P
 
     ob = _find(records, model="jad", attack="mifgsm", defense="cs", mode="oblivious")
     ad = _find(records, model="jad", attack="mifgsm", defense="cs", mode="adaptive")

@@ -70,11 +70,8 @@ class CellConfig:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def label(self) -> str:
-        """A short human name: ``baseline / cs (adaptive) / mifgsm eps=5 [query]``."""
-        parts = [self.model]
-        if self.defense != "none":
-            parts.append(f"{self.defense} ({self.mode})")
+    def attack_text(self) -> str:
+        """The attack and its budget: ``mifgsm eps=5``, ``erasing area=0.2``, ``sma eps=5 from etndnet [both]``."""
         att = self.attack
         if self.eps is not None and self.attack != "none":
             att += f" eps={self.eps:g}"
@@ -82,9 +79,16 @@ class CellConfig:
             att += f" area={self.area:g}"
         if self.surrogate:
             att += f" from {self.surrogate}"
-        if self.target not in ("none", "query"):
+        if self.target not in ("none", "query", ""):
             att += f" [{self.target}]"
-        parts.append(att)
+        return att
+
+    def label(self) -> str:
+        """A short human name: ``baseline / cs (adaptive) / mifgsm eps=5 [both]``."""
+        parts = [self.model]
+        if self.defense != "none":
+            parts.append(f"{self.defense} ({self.mode})")
+        parts.append(self.attack_text())
         return " / ".join(parts)
 
     def slug(self) -> str:

@@ -360,19 +360,7 @@ def grids(records: Sequence[CellResult], manifest: dict[str, Any] | None = None)
 
 def attack_text(r: CellResult) -> str:
     """``clean``, ``mifgsm eps=5``, ``erasing area=0.2``, ``mifgsm eps=5 from etndnet [both]``."""
-    c = r.config
-    if c.attack == "none":
-        return "clean"
-    s = c.attack
-    if c.eps is not None:
-        s += f" eps={c.eps:g}"
-    if c.area is not None:
-        s += f" area={c.area:g}"
-    if c.surrogate:
-        s += f" from {c.surrogate}"
-    if c.target not in ("none", "query", ""):
-        s += f" [{c.target}]"
-    return s
+    return "clean" if r.config.attack == "none" else r.config.attack_text()
 
 
 def cell_label(r: CellResult) -> str:
