@@ -13,7 +13,13 @@ import numpy as np
 from reidbench.attacks import attack_params
 from reidbench.check import load_golden
 from reidbench.eval.planning import AttackRequest, GridSpec, plan_cells
-from reidbench.eval.results import CellConfig, CellResult, artifact_path, migrate_config, read_records
+from reidbench.eval.results import (
+    CellConfig,
+    CellResult,
+    artifact_path,
+    migrate_config,
+    read_records,
+)
 
 CARD = SimpleNamespace(inference_defense=None, distance="cosine")
 

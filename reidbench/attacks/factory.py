@@ -67,8 +67,8 @@ def _normalise(value: Any, default: Any) -> Any:
     if isinstance(value, int) and isinstance(default, float):
         return float(value)
     if isinstance(value, (list, tuple)):
-        return [_normalise(v, None) for v in value] if not isinstance(default, (list, tuple)) else [
-            _normalise(v, d) for v, d in zip(value, list(default) + [None] * len(value))]
+        defaults = list(default) if isinstance(default, (list, tuple)) else []
+        return [_normalise(v, defaults[i] if i < len(defaults) else None) for i, v in enumerate(value)]
     return value
 
 
