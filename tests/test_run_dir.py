@@ -131,3 +131,20 @@ def test_stale_temporary_files_are_removed_on_resume(finished_run, tiny_ckpt: Pa
     stale.write_text("{half")
     run_grid(_spec(tiny_ckpt, tiny_dataset.root.parent), tmp_path / "run", progress=False)
     assert not stale.exists()
+
+
+def test_a_corrupt_artifact_is_named_not_silently_dropped(finished_run, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from reidbench.reports.run import load_run
+
+    run, _ = finished_run
+    shutil.copytree(run, tmp_path / "run")
+    art = sorted((tmp_path / "run" / "artifacts").glob("*.npz"))[0]
+    art.write_bytes(b"PK\x03\x04 not a zip")
+    (tmp_path / "run" / "cells" / "0000bad.json").write_text("{truncated")
+    with caplog.at_level("WARNING"):
+        data = load_run(tmp_path / "run")
+    assert any(art.name in n and "pictures are left out" in n for n in data.notes)
+    assert any("0000bad.json" in n for n in data.notes), "a skipped record is named in the report too"
+    assert any(art.name in r.getMessage() for r in caplog.records), "and on the console"
+    assert len(data.records) == 3 and art.stem not in data.artifacts

@@ -401,7 +401,7 @@ class CellArtifact:
 
     @classmethod
     def load(cls, path: Path) -> CellArtifact:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # our handle: closed even if not a zip
             d = {k: z[k] for k in z.files}
         d.setdefault("heatmaps", None)
         return cls(**d)

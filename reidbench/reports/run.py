@@ -39,10 +39,11 @@ def load_run(run_dir: str | Path) -> RunData:
     A missing ``manifest.json`` or an unreadable artifact is noted in the report, not fatal.
     """
     path = Path(run_dir)
-    records = read_records(path)
+    skipped: list[str] = []
+    records = read_records(path, skipped=skipped)  # each skipped record is also logged, one line each
     if not records:
         raise DataError(f"{path} has no finished cells (cells/ is empty); nothing to report. Run `reidbench run --out {path}` first")
-    notes: list[str] = []
+    notes: list[str] = [f"Left out: {line}" for line in skipped]
     try:
         manifest = read_manifest(path)
     except DataError:
@@ -61,8 +62,10 @@ def load_run(run_dir: str | Path) -> RunData:
             continue
         try:
             artifacts[r.cell_id] = CellArtifact.load(p)
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
-            notes.append(f"Artifact {p.name} could not be read ({exc}); its pictures are left out.")
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+            line = f"Artifact {p} could not be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); its pictures are left out."
+            log.warning(line)
+            notes.append(line)
     artifacts = {k: a for k, a in artifacts.items() if _usable(a, notes, k)}
     return RunData(path, records, manifest, artifacts, notes)
 
@@ -79,5 +82,6 @@ def _usable(a: CellArtifact, notes: list[str], cell_id: str) -> bool:
     except (AttributeError, TypeError, ValueError):
         ok = False
     if not ok:
+        log.warning("artifact %s.npz has inconsistent shapes; its pictures are left out of the report", cell_id)
         notes.append(f"Artifact {cell_id}.npz has inconsistent shapes; its pictures are left out.")
     return bool(ok)
