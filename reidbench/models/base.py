@@ -69,7 +69,37 @@ class TrainOutput:
     logits: torch.Tensor
 
 
-class ReIDModel(nn.Module):
+class NormalisedInput(nn.Module):
+    """What every model behind reidbench's interface shares: images enter in [0,1], are normalised
+    inside with the ``mean``/``std`` buffers, pass the optional ``input_transform`` (an inference
+    defense such as JAD's CS), and ``forward`` returns :meth:`embed` of them."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    input_transform: nn.Module | None
+
+    def set_normalisation(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.input_transform = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_transform is not None:
+            x = self.input_transform(x)
+        return self.embed(x)
+
+
+class ReIDModel(NormalisedInput):
     """Backbone -> feature map -> BNNeck head -> embedding, plus a classifier for training."""
 
     def __init__(
@@ -88,26 +118,15 @@ class ReIDModel(nn.Module):
         self.head = BNNeckHead(feat_dim, pooling)
         self.classifier = nn.Linear(feat_dim, num_classes, bias=False)
         nn.init.normal_(self.classifier.weight, std=0.001)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.set_normalisation(mean, std)
         self.input_size = tuple(input_size)
         self.feat_dim = feat_dim
-        self.input_transform: nn.Module | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return self.mean.device
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's map for images in [0,1] (no input transform applied)."""
         return self.backbone(self.normalize(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_transform is not None:
-            x = self.input_transform(x)
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.feature_map(x))
 
     def forward_train(self, x: torch.Tensor, fmap_hook: nn.Module | None = None) -> TrainOutput:

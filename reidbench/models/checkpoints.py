@@ -31,32 +31,12 @@ def sha256_file(path: str | Path) -> str:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, on CPU. Never unpickles arbitrary objects."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    try:
-        if p.suffix == ".safetensors":
-            state: Any = load_file(str(p), device="cpu")
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as exc:
-        msg = str(exc).splitlines()[0][:200]
-        raise CheckpointError(
-            f"cannot read checkpoint {p}: {msg}. Only safetensors and weights-only torch state dicts are accepted."
-        ) from None
-    except Exception as exc:  # torch raises UnpicklingError for files that need code to load
-        raise CheckpointError(
-            f"refusing to load {p}: it is not a plain tensor state dict ({type(exc).__name__}). "
-            "Save it with torch.save(model.state_dict()) or as safetensors."
-        ) from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"checkpoint {p} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    """Tensors of a checkpoint file, on CPU. Never unpickles arbitrary objects.
+
+    safetensors, or a torch file read weights-only (:func:`load_weights_only`); a checkpoint dict
+    (``state_dict``/``model`` inside) is unwrapped and ``module.`` prefixes are dropped.
+    """
+    return unwrap_state_dict(load_weights_only(path), path)
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path = "checkpoint") -> None:

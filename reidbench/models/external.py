@@ -41,6 +41,7 @@ from reidbench.errors import (
     ReidbenchError,
     UnknownNameError,
 )
+from reidbench.models.base import NormalisedInput
 from reidbench.models.card import ModelCard
 from reidbench.models.checkpoints import (
     ForeignCheckpointError,
@@ -75,42 +76,25 @@ def is_tool_spec(name: str) -> bool:
     return bool(sep) and prefix in TOOLS
 
 
-class ImportedModel(nn.Module):
+class ImportedModel(NormalisedInput):
     """Another tool's network behind reidbench's model interface.
 
     Images enter in [0,1]; ``forward`` normalises them as the tool's test transform does and
     returns the embedding the tool evaluates with. ``card`` says where it came from.
     """
 
-    mean: torch.Tensor
-    std: torch.Tensor
-
     def __init__(self, net: nn.Module, card: ModelCard) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(card.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.set_normalisation(card.mean, card.std)
         self.input_size = tuple(card.input_size)
         self.feat_dim = card.feat_dim
-        self.input_transform: nn.Module | None = None
         self.card = card
         self.options: dict[str, Any] = {}
-
-    @property
-    def device(self) -> torch.device:
-        return self.mean.device
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The tool's own eval forward on normalised ``x``."""
         return self.net(self.normalize(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_transform is not None:
-            x = self.input_transform(x)
-        return self.embed(x)
 
     def bare(self) -> ImportedModel:
         """The same network without an input transform (shares all weights)."""
