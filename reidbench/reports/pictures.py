@@ -11,7 +11,7 @@ Each ``*_pages`` function splits its cells so that the pages together cover ever
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,12 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from reidbench.eval.results import CellResult
+from reidbench.eval.results import CellArtifact, CellResult
 from reidbench.reports import cells as C
 from reidbench.reports import style as S
-from reidbench.reports.plots import Artifacts
+
+Artifacts = Mapping[str, CellArtifact]
+
 
 # -------------------------------------------------------------------------------------------------
 # Pictures from artifacts

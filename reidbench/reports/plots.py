@@ -25,18 +25,16 @@ they leave out. Pictures never show re-ranked views: the artifacts hold the plai
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from reidbench.attack_types import Family
-from reidbench.eval.results import CellArtifact, CellResult
+from reidbench.eval.results import CellResult
 from reidbench.reports import cells as C
 from reidbench.reports import style as S
-
-Artifacts = Mapping[str, CellArtifact]
 
 
 def _main_grid(records: Sequence[CellResult], manifest: dict[str, Any] | None) -> C.Grid | None:
