@@ -16,6 +16,7 @@ Metric values are in percent (0-100), as papers print them. Budgets (eps, step) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -237,19 +238,21 @@ def disk_full_error(path: Path, needed: int) -> ReidbenchError:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a reader never sees half a file. A full disk
     leaves the old file as it was, removes the temporary one and raises one clear line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise disk_full_error(path, len(text.encode())) from None
-        raise
+        raise ReidbenchError(f"cannot write {path}: {exc.strerror or exc}; check that its folder exists and is "
+                             "writable, or write somewhere else") from None  # fmt: skip
 
 
 def write_record(run_dir: Path, result: CellResult) -> Path:

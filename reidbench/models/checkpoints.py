@@ -92,9 +92,15 @@ def read_card_json(path: str | Path) -> tuple[ModelCard | None, dict[str, Any]]:
         return None, {}
     try:
         d = json.loads(j.read_text())
-        return ModelCard.from_dict(d), d.get("training", {})
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        card = ModelCard.from_dict(d)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"model card {j} is malformed ({exc}); delete it or fix it") from None
+    size = card.input_size
+    if not (isinstance(size, (tuple, list)) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise CheckpointError(f"model card {j}: input_size {list(size) if isinstance(size, (tuple, list)) else size!r} "
+                              "is not (height, width) in positive pixels; fix it or delete the card")  # fmt: skip
+    return card, d.get("training", {}) if isinstance(d, dict) else {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -251,7 +251,12 @@ def _from_bot(state: dict[str, torch.Tensor], card: ModelCard, ckpt: Path) -> tu
 def _infer_shape(state: dict[str, torch.Tensor], card: ModelCard) -> dict[str, Any]:
     """For a bare state dict: the classifier size from the weights, so any training set loads."""
     w = state.get("classifier.weight")
-    return {"num_classes": int(w.shape[0]), "feat_dim": int(w.shape[1])} if w is not None else {}
+    if w is None:
+        return {}
+    if w.dim() != 2:
+        raise CheckpointError(f"checkpoint for {card.name!r}: classifier.weight has shape {tuple(w.shape)}, not "
+                              "(num_classes, feat_dim); is it a checkpoint of this model?")  # fmt: skip
+    return {"num_classes": int(w.shape[0]), "feat_dim": int(w.shape[1])}
 
 
 class ExternalModel(nn.Module):
