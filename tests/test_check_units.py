@@ -304,7 +304,9 @@ def test_slug(text: str, expected: str) -> None:
 
 
 def test_one_escaper_and_one_slug() -> None:
-    assert tables.md_escape is markup.md_escape and tables.slug is markup.slug and rnd.md_escape is markup.md_escape
+    from reidbench.reports import table_model
+
+    assert table_model.md_escape is markup.md_escape and table_model.slug is markup.slug and rnd.md_escape is markup.md_escape
     t = tables.Table(key="Pivot Table", title="a|b", columns=(tables.Column("model", label=True),), rows=(("x\ny",),))
     assert "**a\\|b**" in t.to_markdown() and "| x y |" in t.to_markdown()
     assert r"\label{tab:reidbench-pivot-table}" in t.to_latex()
