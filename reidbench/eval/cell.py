@@ -124,9 +124,24 @@ def prototypes(feats: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, t
     return protos, uniq
 
 
+def craft_key(rt: Runtime, cfg: CellConfig) -> tuple[Any, ...] | None:
+    """What the crafting network's clean features depend on, or None when they depend on more
+    (an adaptive attack through a random defense: its draws continue from cell to cell)."""
+    if cfg.surrogate:
+        return ("bare", cfg.surrogate)
+    if cfg.mode == "adaptive":
+        if defense_is_random(cfg.defense):
+            return None
+        return ("defended", cfg.model, cfg.defense)
+    return ("bare", cfg.model)
+
+
 def attack_context(rt: Runtime, entry: AttackEntry, split: SplitData, side: str, craft_net: nn.Module,
-                   seed: int) -> AttackContext:
-    """Side information for attacking ``side``, limited to what the attack's threat model uses."""
+                   seed: int, key: tuple[Any, ...] | None = None) -> AttackContext:
+    """Side information for attacking ``side``, limited to what the attack's threat model uses.
+
+    The other set's clean features (guides, prototypes) are computed once per crafting network
+    and reused by every cell (``key``, see :func:`craft_key`)."""
     ctx = AttackContext(seed=seed)
     own_imgs, _, own_cams = split.side(side)
     if entry.uses_labels:
@@ -136,11 +151,13 @@ def attack_context(rt: Runtime, entry: AttackEntry, split: SplitData, side: str,
         ctx.occluder_bank = to_float(own_imgs[pick].to(rt.device))
     if entry.uses_guides or entry.uses_prototypes:
         other, o_pids, o_cams = split.other(side)
-        feats = rt.features(craft_net, other)
+        other_side = "gallery" if side == "query" else "query"
+        feats = rt.cached_features(key and (*key, other_side), lambda: rt.features(craft_net, other))
         if entry.uses_guides:
             ctx.guide_feats, ctx.guide_pids, ctx.guide_camids = feats, o_pids.to(feats.device), o_cams.to(feats.device)
         if entry.uses_prototypes:
-            g_feats = feats if side == "query" else rt.features(craft_net, split.gallery)
+            g_feats = feats if side == "query" else rt.cached_features(
+                key and (*key, "gallery"), lambda: rt.features(craft_net, split.gallery))
             ctx.proto_feats, ctx.proto_pids = (t.to(g_feats.device) for t in prototypes(g_feats, split.g_pids.to(g_feats.device)))
     return ctx
 
@@ -198,7 +215,8 @@ def attack_sharded(atk: Any, images: torch.Tensor, labels: torch.Tensor | None, 
     adv = gather_rows(d, mine, n, b, device=torch.device("cpu"))
     if track:
         merged = GradStats()
-        for stats in (st for rank_stats in d.all_gather_object(per_batch) for st in rank_stats):
+        settled = [st.settle() for st in per_batch]  # plain numbers travel between ranks, not device tensors
+        for stats in (st for rank_stats in d.all_gather_object(settled) for st in rank_stats):
             _merge_grad_stats(merged, stats)
         atk._grad_stats = merged
     heat = getattr(atk, "last_heatmaps", None)
@@ -232,7 +250,7 @@ def perturb(rt: Runtime, cfg: CellConfig, entry: AttackEntry, atk: Any, split: S
     for side in ("query", "gallery"):
         if cfg.target not in (side, "both"):
             continue
-        atk.set_context(attack_context(rt, entry, split, side, craft_net, cfg.seed))
+        atk.set_context(attack_context(rt, entry, split, side, craft_net, cfg.seed, craft_key(rt, cfg)))
         images, pids, _ = split.side(side)
         labels, desc = pids if entry.uses_labels else None, f"{cfg.attack} {side}"
         if rt.dist.active and not _sequential_crafting(cfg):

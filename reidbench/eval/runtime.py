@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ class Runtime:
         self._models: dict[str, nn.Module] = {}
         self._splits: dict[tuple[int, int], SplitData] = {}
         self._gallery: dict[str, torch.Tensor] = {}
+        self._features: dict[tuple[Any, ...], torch.Tensor] = {}
 
     # models ------------------------------------------------------------------------------
     def model(self, name: str) -> nn.Module:
@@ -147,6 +149,15 @@ class Runtime:
         n, b = len(images), self.batch_size
         part = extract_features(net, images, batch_size=b, rows=shard(n, b, self.dist.rank, self.dist.world_size), **kw)
         return gather_rows(self.dist, part, n, b, device=part.device)
+
+    def cached_features(self, key: tuple[Any, ...] | None, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Features that depend only on ``key`` (a deterministic network and an image set),
+        computed once per run and reused by every cell; ``key=None`` computes afresh."""
+        if key is None:
+            return compute()
+        if key not in self._features:
+            self._features[key] = compute()
+        return self._features[key]
 
     # defenses ----------------------------------------------------------------------------
     def defense(self, name: str, input_size: tuple[int, int], seed: int) -> nn.Module | None:
