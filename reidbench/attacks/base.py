@@ -110,14 +110,10 @@ def mean_colour(model: nn.Module | None, like: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def image_seed(seed: int, stream: str, index: int) -> int:
-    """The seed of one image's generator: a hash of (run seed, attack name, image index)."""
-    return stream_seed(seed, stream, index)
-
-
-def image_generators(seed: int, stream: str, index: torch.Tensor) -> list[torch.Generator]:
-    """One CPU generator per image. Draws are made on CPU and moved, so they match on every device."""
-    return generators(seed, stream, index)
+#: The seed of one image's generator, a hash of (run seed, attack name, image index), and one CPU
+#: generator per image (draws are made on CPU and moved, so they match on every device).
+image_seed = stream_seed
+image_generators = generators
 
 
 def as_index(index: torch.Tensor | Sequence[int] | None, n: int, who: str) -> torch.Tensor:

@@ -26,9 +26,9 @@ def make_artifact(rt: Runtime, split: SplitData, q_adv: torch.Tensor, qf: torch.
     """``n`` seeded queries with their clean and attacked top-10, for the report's pictures."""
     seed0 = draw_seed(rt.spec.seed, 0)
     clean_gf = rt.gallery_features(cfg.model, cfg.defense, seed0)
-    defense = rt.defense(cfg.defense, rt.card(cfg.model).input_size, seed0)
-    clean_qf = rt.cached_features(("clean-query", cfg.model, cfg.defense, seed0),
-                                  lambda: rt.features(rt.bare(cfg.model), split.query, defense=defense))
+    size = rt.card(cfg.model).input_size
+    clean_qf = rt.cached_features(("clean-query", cfg.model, cfg.defense, seed0), lambda: rt.features(
+        rt.bare(cfg.model), split.query, defense=rt.defense(cfg.defense, size, seed0)))
     gen = torch.Generator().manual_seed(rt.spec.seed)
     idx = torch.randperm(len(split.query), generator=gen)[:n].sort().values
     top_clean = ranking(clean_qf[idx], clean_gf, cfg.distance, 10)

@@ -124,7 +124,7 @@ def prototypes(feats: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, t
     return protos, uniq
 
 
-def craft_key(rt: Runtime, cfg: CellConfig) -> tuple[Any, ...] | None:
+def craft_key(cfg: CellConfig) -> tuple[Any, ...] | None:
     """What the crafting network's clean features depend on, or None when they depend on more
     (an adaptive attack through a random defense: its draws continue from cell to cell)."""
     if cfg.surrogate:
@@ -250,7 +250,7 @@ def perturb(rt: Runtime, cfg: CellConfig, entry: AttackEntry, atk: Any, split: S
     for side in ("query", "gallery"):
         if cfg.target not in (side, "both"):
             continue
-        atk.set_context(attack_context(rt, entry, split, side, craft_net, cfg.seed, craft_key(rt, cfg)))
+        atk.set_context(attack_context(rt, entry, split, side, craft_net, cfg.seed, craft_key(cfg)))
         images, pids, _ = split.side(side)
         labels, desc = pids if entry.uses_labels else None, f"{cfg.attack} {side}"
         if rt.dist.active and not _sequential_crafting(cfg):

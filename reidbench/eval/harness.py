@@ -270,15 +270,14 @@ def _run_grid(spec: GridSpec, run_dir: Path, dist: distributed.Dist, device: tor
     cards = {n: rt.card(n) for n in spec.models}
     cells = plan_cells(spec, cards, {n: rt.bare(n) for n in spec.models})  # validates before any data is read
     rt.dataset = load_dataset(spec.dataset, spec.data_root)
-    if not dist.active:
-        with run_dir_lock(run_dir, timeout):
-            _clear(run_dir, fresh)
-            write_manifest(run_dir, spec, rt, command, cells)
-            _run_cells(rt, run_dir, cells, progress, *_todo(run_dir, cells))
-            return finalize(run_dir, cells)
-    distributed.check_work(dist.world_size, len(rt.dataset.query), rt.dataset.name)
+    if dist.active:
+        distributed.check_work(dist.world_size, len(rt.dataset.query), rt.dataset.name)
+    # one path for one process and for torchrun: without a process group the broadcasts return
+    # their argument and the barrier is a no-op
     with ExitStack() as held:
-        failure, done, todo = None, {}, []
+        failure: str | None = None
+        done: dict[str, CellResult] = {}
+        todo: list[str] = []
         if dist.is_main:  # rank 0 alone locks, clears, reads and writes the run directory
             try:
                 held.enter_context(run_dir_lock(run_dir, timeout))

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -205,16 +205,7 @@ def evaluate_rank(
     Returns:
         A :class:`RankResult`.
     """
-    if ap not in AP_VARIANTS:
-        raise ParameterError(
-            f"evaluate_rank: unknown ap {ap!r}; choose one of {', '.join(AP_VARIANTS)}"
-        )
-    if not _is_int(max_rank) or max_rank < 1:
-        raise ParameterError(f"evaluate_rank: max_rank must be a positive int, got {max_rank!r}")
-    if chunk_size is not None and (not _is_int(chunk_size) or chunk_size < 1):
-        raise ParameterError(
-            f"evaluate_rank: chunk_size must be a positive int or None, got {chunk_size!r}"
-        )
+    _check_options("evaluate_rank", ap, max_rank, "chunk_size", chunk_size)
     dist = distmat if isinstance(distmat, torch.Tensor) else torch.as_tensor(np.asarray(distmat))
     if dist.dim() != 2:
         raise ParameterError(
@@ -266,12 +257,7 @@ def evaluate_rank_features(
         A :class:`RankResult`.
     """
     fn = "evaluate_rank_features"
-    if ap not in AP_VARIANTS:
-        raise ParameterError(f"{fn}: unknown ap {ap!r}; choose one of {', '.join(AP_VARIANTS)}")
-    if not _is_int(max_rank) or max_rank < 1:
-        raise ParameterError(f"{fn}: max_rank must be a positive int, got {max_rank!r}")
-    if chunk is not None and (not _is_int(chunk) or chunk < 1):
-        raise ParameterError(f"{fn}: chunk must be a positive int or None, got {chunk!r}")
+    _check_options(fn, ap, max_rank, "chunk", chunk)
     q = torch.as_tensor(qf)
     g = torch.as_tensor(gf)
     num_q = q.shape[0] if q.dim() == 2 else 0
@@ -286,6 +272,16 @@ def evaluate_rank_features(
     blocks = distance_blocks(q, g, metric, int(chunk))  # validates the features
     labels = _labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g, fn, "the features")
     return _evaluate(blocks, num_q, num_g, q.device, labels, max_rank, ap, fn, "a distance block")
+
+
+def _check_options(fn: str, ap: str, max_rank: Any, chunk_name: str, chunk: Any) -> None:
+    """The options both entry points share; ``chunk_name`` is the chunk argument's name in ``fn``."""
+    if ap not in AP_VARIANTS:
+        raise ParameterError(f"{fn}: unknown ap {ap!r}; choose one of {', '.join(AP_VARIANTS)}")
+    if not _is_int(max_rank) or max_rank < 1:
+        raise ParameterError(f"{fn}: max_rank must be a positive int, got {max_rank!r}")
+    if chunk is not None and (not _is_int(chunk) or chunk < 1):
+        raise ParameterError(f"{fn}: {chunk_name} must be a positive int or None, got {chunk!r}")
 
 
 def _labels(

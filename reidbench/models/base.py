@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -69,6 +70,9 @@ class TrainOutput:
     logits: torch.Tensor
 
 
+_M = TypeVar("_M", bound="NormalisedInput")
+
+
 class NormalisedInput(nn.Module):
     """What every model behind reidbench's interface shares: images enter in [0,1], are normalised
     inside with the ``mean``/``std`` buffers, pass the optional ``input_transform`` (an inference
@@ -97,6 +101,16 @@ class NormalisedInput(nn.Module):
         if self.input_transform is not None:
             x = self.input_transform(x)
         return self.embed(x)
+
+    def bare(self: _M) -> _M:
+        """A shallow copy sharing all weights, without the input transform (oblivious evaluation)."""
+        if self.input_transform is None:
+            return self
+        twin = copy.copy(self)
+        twin._modules = dict(self._modules)
+        twin._modules.pop("input_transform", None)
+        object.__setattr__(twin, "input_transform", None)
+        return twin
 
 
 class ReIDModel(NormalisedInput):
@@ -141,15 +155,6 @@ class ReIDModel(NormalisedInput):
         f = self.head.bnneck(g)
         return TrainOutput(fmap=fmap, global_feat=g, feat=f, logits=self.classifier(f))
 
-    def bare(self) -> ReIDModel:
-        """A shallow copy sharing all weights, without the built-in input transform."""
-        if self.input_transform is None:
-            return self
-        twin = copy.copy(self)
-        twin._modules = dict(self._modules)
-        twin._modules.pop("input_transform", None)
-        object.__setattr__(twin, "input_transform", None)
-        return twin
 
 
 def check_eval_mode(model: nn.Module, what: str = "evaluated") -> None:

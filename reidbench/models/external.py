@@ -26,7 +26,6 @@ are black boxes, and feature-map attacks refuse them with one line.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from pathlib import Path
 from typing import Any
@@ -96,15 +95,6 @@ class ImportedModel(NormalisedInput):
         """The tool's own eval forward on normalised ``x``."""
         return self.net(self.normalize(x))
 
-    def bare(self) -> ImportedModel:
-        """The same network without an input transform (shares all weights)."""
-        if self.input_transform is None:
-            return self
-        twin = copy.copy(self)
-        twin._modules = dict(self._modules)
-        twin._modules.pop("input_transform", None)
-        object.__setattr__(twin, "input_transform", None)
-        return twin
 
 
 class TorchreidModel(ImportedModel):

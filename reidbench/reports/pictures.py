@@ -11,7 +11,7 @@ Each ``*_pages`` function splits its cells so that the pages together cover ever
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,14 @@ def _ordered(records: Sequence[CellResult], artifacts: Artifacts, manifest: dict
     pos = {k: i for i, k in enumerate(g.rows)}
     apos = {a: i for i, a in enumerate(g.attacks)}
     return sorted(with_art, key=lambda r: (pos[C.row_of(r)], apos[C.attack_of(r)], r.config.eps or 0, r.config.area or 0))
+
+
+def _page(every: Sequence[CellResult], cells: Sequence[CellResult] | None,
+          first_page: Callable[[], Sequence[CellResult]]) -> list[CellResult]:
+    """The cells of the page to draw (``cells``, default the first page), limited to ``every``,
+    the cells the figure is about."""
+    ids = {r.cell_id for r in every}
+    return [r for r in (cells if cells is not None else first_page()) if r.cell_id in ids]
 
 
 def paginate(items: Sequence[Any], per_page: int) -> list[list[Any]]:
@@ -107,8 +115,7 @@ def plot_occlusion_heatmaps(records: Sequence[CellResult], artifacts: Artifacts,
     every = occlusion_heatmap_cells(records, artifacts, manifest)
     if not every:
         return None
-    ids = {r.cell_id for r in every}
-    cands = [r for r in (cells if cells is not None else occlusion_heatmap_pages(records, artifacts, manifest)[0]) if r.cell_id in ids]
+    cands = _page(every, cells, lambda: occlusion_heatmap_pages(records, artifacts, manifest)[0])
     if not cands:
         return None
     ns = max(min(max_samples, len(artifacts[r.cell_id].clean)) for r in every)
@@ -362,8 +369,7 @@ def plot_perturbations(records: Sequence[CellResult], artifacts: Artifacts, mani
     every = perturbation_cells(records, artifacts, manifest)
     if not every:
         return None
-    ids = {r.cell_id for r in every}
-    cells = [r for r in (cells if cells is not None else perturbation_pages(records, artifacts, manifest)[0]) if r.cell_id in ids]
+    cells = _page(every, cells, lambda: perturbation_pages(records, artifacts, manifest)[0])
     if not cells:
         return None
     rows, cols = _perturbation_axes(cells)
