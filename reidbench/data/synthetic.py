@@ -71,9 +71,66 @@ BAGS = np.array(
     [[20, 20, 20], [90, 60, 35], [40, 60, 120], [150, 30, 40], [200, 190, 170], [60, 90, 60]],
     dtype=np.float32) / 255.0  # fmt: skip
 
+
+@dataclass(frozen=True, eq=False)
+class Domain:
+    """The appearance statistics of one synthetic domain: palettes, body shape and cameras.
+
+    Domain ``a`` is the embedded default's. Domain ``b`` (``synthetic-mini-b``) is the target of
+    the cross-domain protocol: other palettes, taller and slimmer bodies, and darker, warmer,
+    blurrier cameras with other scenes, so a model trained on ``a`` meets a domain gap.
+    """
+
+    name: str
+    upper: np.ndarray
+    lower: np.ndarray
+    skin: np.ndarray
+    hair: np.ndarray
+    shoes: np.ndarray
+    bags: np.ndarray
+    height: tuple[float, float] = (0.82, 0.96)
+    shoulder: tuple[float, float] = (0.15, 0.22)
+    hip: tuple[float, float] = (0.11, 0.16)
+    leg: tuple[float, float] = (0.44, 0.52)
+    head: tuple[float, float] = (0.055, 0.07)
+    gain: tuple[float, float] = (0.78, 1.2)
+    bright: tuple[float, float] = (-0.08, 0.08)
+    contrast: tuple[float, float] = (0.7, 1.15)
+    blur: tuple[float, float] = (0.0, 1.1)
+    noise: tuple[float, float] = (0.005, 0.03)
+    ground: tuple[float, float] = (0.3, 0.65)
+    wall: tuple[float, float] = (0.25, 0.8)
+
+
 PATTERNS = ("solid", "hstripes", "vstripes", "checks", "logo", "open_jacket")
 BAGS_KIND = ("none", "backpack", "handbag", "shoulder")
 VIEWS = ("front", "back", "left", "right")
+
+DOMAINS: dict[str, Domain] = {
+    "a": Domain("a", UPPER, LOWER, SKIN, HAIR, SHOES, BAGS),
+    "b": Domain(
+        "b",
+        # other palettes: muted earth tones and pastels instead of saturated primaries
+        upper=np.array(
+            [[60, 52, 44], [250, 240, 215], [160, 150, 120], [95, 110, 70], [205, 120, 80],
+             [120, 150, 190], [170, 200, 170], [240, 215, 150], [190, 160, 210], [140, 90, 70],
+             [90, 100, 120], [230, 180, 170]], dtype=np.float32) / 255.0,
+        lower=np.array(
+            [[70, 60, 50], [110, 120, 90], [200, 190, 160], [60, 80, 100], [160, 110, 80],
+             [130, 130, 150], [90, 40, 60], [210, 200, 190]], dtype=np.float32) / 255.0,
+        skin=SKIN[::-1].copy(),
+        hair=np.array([[40, 30, 25], [100, 70, 40], [190, 150, 90], [60, 60, 60], [210, 210, 200], [90, 50, 40]],
+                      dtype=np.float32) / 255.0,
+        shoes=np.array([[90, 60, 40], [200, 190, 170], [40, 40, 50], [120, 120, 120], [60, 90, 60]],
+                       dtype=np.float32) / 255.0,
+        bags=np.array([[120, 80, 50], [30, 30, 30], [180, 160, 120], [70, 90, 110], [150, 60, 50], [200, 200, 200]],
+                      dtype=np.float32) / 255.0,
+        height=(0.88, 0.99), shoulder=(0.12, 0.18), hip=(0.09, 0.13), leg=(0.48, 0.56), head=(0.05, 0.062),
+        gain=(0.85, 1.3), bright=(-0.14, 0.02), contrast=(0.6, 1.0), blur=(0.5, 1.6), noise=(0.02, 0.05),
+        ground=(0.15, 0.4), wall=(0.5, 0.9),
+    ),
+}  # fmt: skip
+CUES = ("basic", "rich")
 
 
 @dataclass(frozen=True)
@@ -92,10 +149,17 @@ class Preset:
     distractors: int
     junk: int
     occluded_queries: bool = False
+    occluded_query_ratio: float = 0.9  # of the queries, when occluded_queries
+    occluded_gallery_ratio: float = 0.1  # of the gallery images, when occluded_queries
     exact_counts: bool = False  # hit query/gallery counts exactly (market, occluded); mini keeps <= 1 query per id and camera
     ext: str = "png"
     seed: int = 0
     description: str = ""
+    domain: str = "a"  # appearance statistics (DOMAINS)
+    cues: str = "basic"  # "rich" adds identity cues that survive grayscale (textures, hats, coats, back prints)
+    extra_train_ids: int = 0  # more training identities, drawn after everything else (the test split is unchanged)
+    extra_train_images: int = 0
+    revision: int = 0  # bumped when a preset's images change; part of its folder name when > 0
 
 
 PRESETS: dict[str, Preset] = {
@@ -118,8 +182,34 @@ PRESETS: dict[str, Preset] = {
     "occluded": Preset(
         name="occluded", height=256, width=128, num_train_ids=702, num_test_ids=519, num_cameras=8,
         train_images=15618, query_images=2210, gallery_images=16091, distractors=1570, junk=0,
-        occluded_queries=True, ext="jpg", exact_counts=True,
+        occluded_queries=True, occluded_query_ratio=1.0, ext="jpg", exact_counts=True, revision=1,
         description="Occluded-Duke style: holistic training images, occluded queries, 8 cameras",
+    ),
+    "mini-occluded": Preset(
+        name="mini-occluded", height=128, width=64, num_train_ids=96, num_test_ids=96, num_cameras=4,
+        train_images=1152, query_images=192, gallery_images=960, distractors=96, junk=24,
+        occluded_queries=True, occluded_query_ratio=1.0,
+        description="the embedded default's occluded twin: synthetic-mini's training images and identities, "
+                    "every query occluded by an object (NPO) or another person (NTP), 10% of the gallery too "
+                    "(Occluded-Duke's ratios)",
+    ),
+    "mini-b": Preset(
+        name="mini-b", height=128, width=64, num_train_ids=96, num_test_ids=96, num_cameras=4,
+        train_images=1152, query_images=192, gallery_images=960, distractors=96, junk=24, seed=1, domain="b",
+        description="a second domain at mini size (other palettes, bodies, cameras and scenes): the target of the cross-domain protocol",
+    ),
+    "mini-rich": Preset(
+        name="mini-rich", height=128, width=64, num_train_ids=96, num_test_ids=96, num_cameras=4,
+        train_images=1152, query_images=192, gallery_images=960, distractors=96, junk=24, cues="rich",
+        description="synthetic-mini with identity cues that survive grayscale (textures, hats, coats, back prints); "
+                    "an embedded-default experiment",
+    ),
+    "mini-large": Preset(
+        name="mini-large", height=128, width=64, num_train_ids=96, num_test_ids=96, num_cameras=4,
+        train_images=1152, query_images=192, gallery_images=960, distractors=96, junk=24,
+        extra_train_ids=96, extra_train_images=1152,
+        description="synthetic-mini with twice the training identities and images, the same test split; "
+                    "an embedded-default experiment",
     ),
 }  # fmt: skip
 
@@ -129,9 +219,10 @@ PRESETS: dict[str, Preset] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _identity_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+def _identity_params(rng: np.random.Generator, n: int, dom: Domain | None = None) -> dict[str, np.ndarray]:
     """Appearance of ``n`` identities (one row each)."""
-    return {
+    dom = dom or DOMAINS["a"]
+    ident = {
         "upper": rng.integers(0, len(UPPER), n),
         "upper2": rng.integers(0, len(UPPER), n),
         "pattern": rng.choice(len(PATTERNS), n, p=[0.4, 0.15, 0.1, 0.1, 0.12, 0.13]),
@@ -145,26 +236,54 @@ def _identity_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         "shoes": rng.integers(0, len(SHOES), n),
         "bag": rng.choice(len(BAGS_KIND), n, p=[0.4, 0.25, 0.15, 0.2]),
         "bag_color": rng.integers(0, len(BAGS), n),
-        "height": rng.uniform(0.82, 0.96, n),  # fraction of the box height at scale 1
-        "shoulder": rng.uniform(0.15, 0.22, n),  # half-width of the shoulders, fraction of H*0.5
-        "hip": rng.uniform(0.11, 0.16, n),
-        "leg": rng.uniform(0.44, 0.52, n),  # fraction of body height
-        "head": rng.uniform(0.055, 0.07, n),
+        "height": rng.uniform(*dom.height, n),  # fraction of the box height at scale 1
+        "shoulder": rng.uniform(*dom.shoulder, n),  # half-width of the shoulders, fraction of H*0.5
+        "hip": rng.uniform(*dom.hip, n),
+        "leg": rng.uniform(*dom.leg, n),  # fraction of body height
+        "head": rng.uniform(*dom.head, n),
+    }
+    return ident
+
+
+def _colours(ident: dict[str, np.ndarray], dom: Domain) -> dict[str, np.ndarray]:
+    """The identities' palette indices resolved to RGB in the domain's palettes."""
+    return {**ident, "upper_rgb": dom.upper[ident["upper"]], "upper2_rgb": dom.upper[ident["upper2"]],
+            "lower_rgb": dom.lower[ident["lower"]], "skin_rgb": dom.skin[ident["skin"]],
+            "hair_rgb": dom.hair[ident["hair"]], "shoes_rgb": dom.shoes[ident["shoes"]],
+            "bag_rgb": dom.bags[ident["bag_color"]]}  # fmt: skip
+
+
+def _rich_cues(seed: int, n: int) -> dict[str, np.ndarray]:
+    """Identity cues that survive grayscale, from their own stream (the base identities are unchanged).
+
+    A luminance texture on the top and on the trousers (ribs, diagonals or dots, a third of the
+    colour's brightness), a hat (cap or beanie), a long coat that hides the hips, and a large
+    print on the back that only the back view shows.
+    """
+    rng = np.random.default_rng([seed, GENERATOR_VERSION, 7])
+    return {
+        "texture_top": rng.choice(4, n, p=[0.3, 0.25, 0.25, 0.2]),  # none, ribs, diagonal, dots
+        "texture_low": rng.choice(4, n, p=[0.4, 0.2, 0.2, 0.2]),
+        "texture_period": rng.uniform(0.025, 0.045, n),
+        "hat": rng.choice(3, n, p=[0.55, 0.25, 0.2]),  # none, cap, beanie
+        "coat": rng.random(n) < 0.25,
+        "back_print": rng.choice(3, n, p=[0.5, 0.25, 0.25]),  # none, a band, a big square
     }
 
 
-def _camera_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+def _camera_params(rng: np.random.Generator, n: int, dom: Domain | None = None) -> dict[str, np.ndarray]:
     """Per-camera colour cast, exposure, blur, noise, scene and view mix."""
+    dom = dom or DOMAINS["a"]
     views = rng.dirichlet(np.ones(4) * 1.5, n)
     return {
-        "gain": rng.uniform(0.78, 1.2, (n, 3)),
-        "bright": rng.uniform(-0.08, 0.08, n),
-        "contrast": rng.uniform(0.7, 1.15, n),
-        "blur": rng.uniform(0.0, 1.1, n),  # sigma in pixels at 128 px height
-        "noise": rng.uniform(0.005, 0.03, n),
+        "gain": rng.uniform(*dom.gain, (n, 3)),
+        "bright": rng.uniform(*dom.bright, n),
+        "contrast": rng.uniform(*dom.contrast, n),
+        "blur": rng.uniform(*dom.blur, n),  # sigma in pixels at 128 px height
+        "noise": rng.uniform(*dom.noise, n),
         # muted scenes: a grey level plus a small tint
-        "ground": rng.uniform(0.3, 0.65, (n, 1)) + rng.uniform(-0.08, 0.08, (n, 3)),
-        "wall": rng.uniform(0.25, 0.8, (n, 1)) + rng.uniform(-0.12, 0.12, (n, 3)),
+        "ground": rng.uniform(*dom.ground, (n, 1)) + rng.uniform(-0.08, 0.08, (n, 3)),
+        "wall": rng.uniform(*dom.wall, (n, 1)) + rng.uniform(-0.12, 0.12, (n, 3)),
         "horizon": rng.uniform(0.45, 0.8, n),
         "views": views,
     }
@@ -285,8 +404,8 @@ def _pattern_color(
 ) -> torch.Tensor:
     """The torso's colour per pixel: primary colour with the identity's pattern."""
     n = len(ids)
-    c1 = torch.as_tensor(UPPER[ident["upper"][ids]]).view(n, 3, 1, 1)
-    c2 = torch.as_tensor(UPPER[ident["upper2"][ids]]).view(n, 3, 1, 1)
+    c1 = torch.as_tensor(ident["upper_rgb"][ids]).view(n, 3, 1, 1)
+    c2 = torch.as_tensor(ident["upper2_rgb"][ids]).view(n, 3, 1, 1)
     same = torch.as_tensor(ident["upper"][ids] == ident["upper2"][ids]).view(n, 1, 1, 1)
     c2 = torch.where(same, 1.0 - c1 * 0.6, c2)  # a pattern must be visible
     period = _col(ident["stripe_period"][ids]) * s
@@ -334,11 +453,11 @@ def _person(
     neck_y = top + 2.1 * head_r
     sh = T(ident["shoulder"][ids]) * s * width_k * 0.5
     hip = T(ident["hip"][ids]) * s * width_k * 0.5
-    skin = torch.as_tensor(SKIN[ident["skin"][ids]])
-    hair = torch.as_tensor(HAIR[ident["hair"][ids]])
-    lower = torch.as_tensor(LOWER[ident["lower"][ids]])
-    shoes = torch.as_tensor(SHOES[ident["shoes"][ids]])
-    bagc = torch.as_tensor(BAGS[ident["bag_color"][ids]])
+    skin = torch.as_tensor(ident["skin_rgb"][ids])
+    hair = torch.as_tensor(ident["hair_rgb"][ids])
+    lower = torch.as_tensor(ident["lower_rgb"][ids])
+    shoes = torch.as_tensor(ident["shoes_rgb"][ids])
+    bagc = torch.as_tensor(ident["bag_rgb"][ids])
     stride = T(imgp["stride"]) * (0.25 + 0.75 * T(side))  # legs apart mostly in side views
     swing = T(imgp["swing"]) * (0.3 + 0.7 * T(side))
     bag = ident["bag"][ids]
@@ -350,6 +469,9 @@ def _person(
     c.paint(_box(c, cx - sh * 0.9 - 0.01 * flip, neck_y + 0.02 * s, cx + sh * 0.9 - 0.01 * flip, hip_y - 0.02 * s) - 0.008,
             bagc, torch.as_tensor(bp & (view >= 2)) if vis is None else torch.as_tensor(bp & (view >= 2)) & vis)
 
+    rich = "texture_top" in ident
+    if rich:
+        lower = _textured(c, lower, ident["texture_low"][ids], ident["texture_period"][ids] * 1.3, s, cx, top)
     # legs (trousers, shorts or skirt) and shoes
     lk = ident["lower_kind"][ids]
     leg_w = hip * 0.55
@@ -370,10 +492,26 @@ def _person(
 
     # torso with pattern
     torso_sdf = _trapezoid(c, cx + lean * 0.3 * s, neck_y, hip_y + 0.01 * s, sh, hip * 1.05, 0.012 * s)
-    c.paint(torso_sdf, _pattern_color(c, ident, ids, cx, neck_y, s, view), vis)
+    torso_col = _pattern_color(c, ident, ids, cx, neck_y, s, view)
+    if rich:
+        torso_col = _textured(c, torso_col, ident["texture_top"][ids], ident["texture_period"][ids], s, cx, top)
+        # a long coat in the top's colour hides the hips and thighs
+        coat = torch.as_tensor(ident["coat"][ids])
+        c.paint(_trapezoid(c, cx + lean * 0.3 * s, neck_y, hip_y + leg_len * 0.45, sh * 1.02, hip * 1.45, 0.012 * s),
+                torso_col, coat if vis is None else coat & vis)
+    c.paint(torso_sdf, torso_col, vis)
+    if rich:
+        # a print on the back: a light band across the shoulder blades or a big square; back view only
+        bp_kind = ident["back_print"][ids]
+        band = _box(c, cx - sh * 0.95, neck_y + 0.06 * s, cx + sh * 0.95, neck_y + 0.11 * s)
+        square = _box(c, cx - sh * 0.5, neck_y + 0.08 * s, cx + sh * 0.5, neck_y + 0.22 * s)
+        print_sdf = torch.where(torch.as_tensor(bp_kind == 1).view(-1, 1, 1), band, square)
+        show = torch.as_tensor((bp_kind > 0) & back_view)
+        ink = 1.0 - 0.7 * torch.as_tensor(ident["upper_rgb"][ids]).mean(dim=1, keepdim=True).expand(-1, 3)
+        c.paint(torch.maximum(print_sdf, torso_sdf), ink, show if vis is None else show & vis)
 
     # arms: sleeves in the upper colour, hands in skin; long or short sleeves
-    upper = torch.as_tensor(UPPER[ident["upper"][ids]])
+    upper = torch.as_tensor(ident["upper_rgb"][ids])
     long_sl = torch.as_tensor(ident["long_sleeve"][ids]).view(-1, 1, 1)
     arm_w = sh * 0.28 + 0.004
     for sgn in (-1.0, 1.0):
@@ -416,33 +554,78 @@ def _person(
     back_hair = _ellipse(c, hx, hy, head_r * 0.9, head_r * 1.02)
     hair_sdf = torch.where(torch.as_tensor(back_view).view(-1, 1, 1), torch.minimum(hair_sdf, back_hair), hair_sdf)
     c.paint(hair_sdf, hair, vis)
+    if "hat" in ident:
+        hat = ident["hat"][ids]
+        hat_col = 1.0 - 0.8 * hair  # a hat stands out from the hair in brightness
+        crown = torch.maximum(_ellipse(c, hx, hy - head_r * 0.35, head_r * 0.98, head_r * 0.8), c.y - (hy - head_r * 0.3))
+        # a cap's brim points where the person faces (side views)
+        brim_x0 = torch.minimum(hx, hx + flip * head_r * 1.5)
+        brim_x1 = torch.maximum(hx, hx + flip * head_r * 1.5)
+        brim = _box(c, brim_x0, hy - head_r * 0.42, brim_x1, hy - head_r * 0.28)
+        cap = torch.where(torch.as_tensor(view >= 2).view(-1, 1, 1), torch.minimum(crown, brim), crown)
+        beanie = _ellipse(c, hx, hy - head_r * 0.55, head_r * 0.95, head_r * 0.75)
+        hat_sdf = torch.where(torch.as_tensor(hat == 1).view(-1, 1, 1), cap, beanie)
+        wear = torch.as_tensor(hat > 0)
+        c.paint(hat_sdf, hat_col, wear if vis is None else wear & vis)
 
 
-def _occluders(c: _Canvas, rng_seeds: np.ndarray) -> None:
-    """Occluded-Duke style occlusion: a car/box/pole or another pedestrian over part of the body."""
-    n = len(rng_seeds)
-    r = np.stack([np.random.default_rng([int(s), 99]).random(8) for s in rng_seeds])
+def _textured(c: _Canvas, colour: torch.Tensor, kind: np.ndarray, period: np.ndarray, s: torch.Tensor,
+              cx: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """``colour`` darkened by a third along a luminance texture: none, ribs, diagonals or dots."""
+    n = len(kind)
+    colour = colour.view(n, 3, 1, 1) if colour.dim() == 2 else colour
+    per = _col(period) * s
+    ly, lx = c.y - top, c.x - cx
+    ribs = (torch.sin(2 * math.pi * ly / (per * 0.6)) > 0.3).float()
+    diag = (torch.sin(2 * math.pi * (lx + ly) / per) > 0).float()
+    dots = ((torch.sin(2 * math.pi * lx / per) > 0.5) & (torch.sin(2 * math.pi * ly / per) > 0.5)).float()
+    m = torch.zeros(n, c.h, c.w)
+    for k, mask in ((1, ribs), (2, diag), (3, dots)):
+        m = torch.where(torch.as_tensor(kind == k).view(n, 1, 1), mask.expand(n, -1, -1), m)
+    return colour * (1.0 - 0.33 * m.unsqueeze(1))
+
+
+def _occluders(c: _Canvas, rng_seeds: np.ndarray, ident: dict[str, np.ndarray], ids: np.ndarray,
+               ntp_pool: np.ndarray) -> None:
+    """Occluded-Duke style occlusion over part of the body, one of three kinds per image:
+
+    * 45% a bottom block (car, bench, box) and 30% a side block (pole, wall, tree): objects, the
+      non-pedestrian occlusion (NPO) of the FED paper;
+    * 25% another person of the dataset (a row of ``ntp_pool`` other than the target), standing
+      closer to the camera on one side: the non-target pedestrian (NTP).
+
+    The split is this generator's choice; Occluded-Duke publishes no per-kind count.
+    """
+    r = np.stack([np.random.default_rng([int(s), 99]).random(12) for s in rng_seeds])
     aspect = c.w / c.h
     kind = r[:, 0]
     color = torch.as_tensor(r[:, 1:4] * 0.8 + 0.1, dtype=torch.float32)
-    frac = 0.25 + 0.3 * r[:, 4]  # occluded fraction of the height or width
+    frac = 0.25 + 0.25 * r[:, 4]  # occluded fraction of the height or width: FED's NPO strips, 1/4 to 1/2
     T = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32)).view(-1, 1, 1)  # noqa: E731
     # bottom block (car, bench, box)
     bottom = _box(c, T(-0.1 + 0 * r[:, 5]), T(1.0 - frac), T(aspect + 0.1 + 0 * r[:, 5]), T(1.2 + 0 * r[:, 5]))
     # side block (pole, wall, tree)
     left = r[:, 5] < 0.5
-    x0 = np.where(left, -0.1, aspect * (1 - frac * 1.4))
-    x1 = np.where(left, aspect * frac * 1.4, aspect + 0.1)
+    x0 = np.where(left, -0.1, aspect * (1 - frac))
+    x1 = np.where(left, aspect * frac, aspect + 0.1)
     side = _box(c, T(x0), T(-0.1 + 0 * x0), T(x1), T(1.2 + 0 * x0))
-    # another pedestrian-shaped blob in front
-    px = np.where(r[:, 6] < 0.5, aspect * 0.15, aspect * 0.85)
-    ped = torch.minimum(
-        _ellipse(c, T(px), T(0.62 + 0 * px), T(aspect * 0.28 + 0 * px), T(0.42 + 0 * px)),
-        _ellipse(c, T(px), T(0.2 + 0 * px), T(0.07 + 0 * px), T(0.08 + 0 * px)),
-    )
-    sdf = torch.where(T(kind < 0.45) > 0, bottom, torch.where(T(kind < 0.75) > 0, side, ped))
-    c.paint(sdf, color)
-    del n
+    npo = kind < 0.75
+    c.paint(torch.where(T(kind < 0.45) > 0, bottom, side), color, torch.as_tensor(npo))
+    ntp = ~npo
+    if ntp.any() and len(ntp_pool) > 1:
+        # another identity, never the target: a pick from the pool, moved one on if it is the target
+        pick = (r[:, 6] * len(ntp_pool)).astype(np.int64) % len(ntp_pool)
+        other = ntp_pool[pick]
+        other = np.where(other == ids, ntp_pool[(pick + 1) % len(ntp_pool)], other)
+        sgn = np.where(r[:, 7] < 0.5, -1.0, 1.0)
+        pose = {
+            "view": (r[:, 8] * 4).astype(np.int64).clip(0, 3),
+            "scale": 1.0 + 0.15 * r[:, 9],  # closer to the camera than the target
+            "dx": sgn * (0.3 + 0.2 * r[:, 10]),  # a fraction of the width: covers one side
+            "dy": 0.02 + 0.06 * r[:, 11],
+            "stride": r[:, 4] * 2 - 1, "swing": r[:, 5] * 2 - 1, "lean": (r[:, 6] - 0.5) * 0.04,
+        }  # fmt: skip
+        _person(c, ident, other, pose, visible=ntp)
 
 
 def _camera_effects(c: _Canvas, cams: np.ndarray, camp: dict[str, np.ndarray], imgp: dict[str, np.ndarray], noise_seed: int) -> torch.Tensor:
@@ -482,14 +665,20 @@ def render(
     *,
     occlude: np.ndarray | None = None,
     noise_seed: int = 0,
+    ntp_pool: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Render a batch; returns uint8 images shaped (B, H, W, 3)."""
+    """Render a batch; returns uint8 images shaped (B, H, W, 3).
+
+    ``occlude`` marks the images to occlude; ``ntp_pool`` holds the identity rows that may stand
+    in front of a target as a non-target pedestrian (default: every identity).
+    """
     c = _Canvas(len(ids), height, width)
     _background(c, cams, camp, imgp["clutter_seed"])
     _person(c, ident, ids, imgp)
     if occlude is not None and occlude.any():
         before = c.img.clone()
-        _occluders(c, imgp["clutter_seed"])
+        pool = np.arange(len(ident["height"])) if ntp_pool is None else ntp_pool
+        _occluders(c, imgp["clutter_seed"], ident, ids, pool)
         keep = torch.as_tensor(~occlude).view(-1, 1, 1, 1)
         c.img = torch.where(keep, before, c.img)
     img = _camera_effects(c, cams, camp, imgp, noise_seed)
@@ -600,9 +789,9 @@ def _plan(p: Preset, rng: np.random.Generator) -> tuple[list[_Plan], int]:
     plans = [
         _Plan("bounding_box_train", np.array(t_pid), np.array(t_ident), np.array(t_cam), np.zeros(len(t_pid), bool)),
         _Plan("query", np.array(q_pid), np.array(q_ident), np.array(q_cam),
-              np.full(nq, p.occluded_queries) & (rng.random(nq) < 0.9)),
+              np.full(nq, p.occluded_queries) & (rng.random(nq) < p.occluded_query_ratio)),
         _Plan("bounding_box_test", np.array(g_pid), np.array(g_ident), np.array(g_cam),
-              np.full(len(g_pid), p.occluded_queries) & (rng.random(len(g_pid)) < 0.1)),
+              np.full(len(g_pid), p.occluded_queries) & (rng.random(len(g_pid)) < p.occluded_gallery_ratio)),
     ]  # fmt: skip
     return plans, n_ident
 
@@ -637,24 +826,41 @@ def generate(
             raise DataError(f"{out} is not empty; choose another --out or pass --overwrite")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    if p.domain not in DOMAINS or p.cues not in CUES:
+        raise ParameterError(f"preset {p.name}: domain must be one of {', '.join(DOMAINS)} and cues one of {', '.join(CUES)}")
+    dom = DOMAINS[p.domain]
     rng = np.random.default_rng([seed, GENERATOR_VERSION])
     plans, n_ident = _plan(p, rng)
-    ident = _identity_params(rng, n_ident)
-    camp = _camera_params(rng, p.num_cameras)
+    ident = _identity_params(rng, n_ident, dom)
+    camp = _camera_params(rng, p.num_cameras, dom)
+    # everything drawn below from `rng` is what every preset of this version draws; additions use their own streams
+    jobs = [(plan, rng) for plan in plans]
+    if p.extra_train_ids:
+        rng2 = np.random.default_rng([seed, GENERATOR_VERSION, 3])
+        extra = _identity_params(rng2, p.extra_train_ids, dom)
+        ident = {k: np.concatenate([ident[k], extra[k]]) for k in ident}
+        counts = _spread(rng2, p.extra_train_images, p.extra_train_ids, 4)
+        rows = np.repeat(np.arange(n_ident, n_ident + p.extra_train_ids), counts)
+        cams = np.concatenate([np.sort(rng2.choice(p.num_cameras, int(k))) for k in counts])
+        jobs.append((_Plan("bounding_box_train", rows + 1, rows, cams, np.zeros(len(rows), bool)), rng2))
+    ident = _colours(ident, dom)
+    if p.cues == "rich":
+        ident.update(_rich_cues(seed, len(ident["height"])))
+    ntp_pool = np.arange(p.num_train_ids, n_ident)  # test identities and distractors
     t0 = time.perf_counter()
     frame = 0
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for plan in plans:
+        for plan, stream in jobs:
             folder = out / plan.folder
-            folder.mkdir()
-            imgp = _image_params(rng, plan.ident, plan.cams, camp)
+            folder.mkdir(exist_ok=True)
+            imgp = _image_params(stream, plan.ident, plan.cams, camp)
             order = np.arange(len(plan.pids))
             for start in range(0, len(order), batch_size):
                 sl = order[start : start + batch_size]
                 batch_p = {k: v[sl] for k, v in imgp.items()}
                 imgs = render(
                     ident, camp, plan.ident[sl], plan.cams[sl], batch_p, p.height, p.width,
-                    occlude=plan.occlude[sl], noise_seed=int(rng.integers(0, 2**31 - 1)),
+                    occlude=plan.occlude[sl], noise_seed=int(stream.integers(0, 2**31 - 1)), ntp_pool=ntp_pool,
                 )  # fmt: skip
                 names = []
                 for i in sl:
@@ -681,7 +887,11 @@ def _save(img: np.ndarray, path: Path) -> None:
 def preset_folder(root: Path, preset: str, seed: int | None = None) -> Path:
     p = PRESETS[preset]
     s = p.seed if seed is None else seed
-    return Path(root) / f"synthetic-{preset}-v{GENERATOR_VERSION}-seed{s}"
+    return Path(root) / _folder_name(p, s)
+
+
+def _folder_name(p: Preset, seed: int) -> str:
+    return f"synthetic-{p.name}-v{GENERATOR_VERSION}-seed{seed}" + (f"-r{p.revision}" if p.revision else "")
 
 
 def ensure_generated(root: Path, preset: str, seed: int | None = None, show_progress: bool = True) -> Path:
@@ -711,7 +921,7 @@ def ensure_generated(root: Path, preset: str, seed: int | None = None, show_prog
         if (folder / "synthetic.json").exists():  # the process we waited for made it
             return folder
         p = PRESETS[preset]
-        total = p.train_images + p.query_images + p.gallery_images + p.distractors + p.junk
+        total = p.train_images + p.query_images + p.gallery_images + p.distractors + p.junk + p.extra_train_images
         tmp = folder.with_name(folder.name + ".partial")
         if tmp.exists():  # left by an interrupted generation (a live one would hold the lock)
             shutil.rmtree(tmp)
@@ -744,7 +954,7 @@ for _name, _p in PRESETS.items():
         DatasetEntry(
             name=f"synthetic-{_name}",
             description=f"synthetic, {_p.height}x{_p.width}: {_p.description}",
-            folder=f"synthetic-{_name}-v{GENERATOR_VERSION}-seed{_p.seed} (generated on first use)",
+            folder=f"{_folder_name(_p, _p.seed)} (generated on first use)",
             load=_loader(_name),
             synthetic=True,
             reference="reidbench synthetic generator (reidbench/data/synthetic.py)",

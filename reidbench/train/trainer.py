@@ -213,8 +213,13 @@ def train(
     *,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    on_epoch_end: Callable[[int, ReIDModel], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` in place with ``recipe``; returns a training record (losses, seconds)."""
+    """Train ``model`` in place with ``recipe``; returns a training record (losses, seconds).
+
+    ``on_epoch_end(epoch, model)`` is called after each epoch (1-based), for learning curves: it
+    may evaluate or save ``model``, and the model is put back in train mode after it returns.
+    """
     from reidbench.progress import bar as tqdm
 
     device = torch.device(device)
@@ -257,6 +262,10 @@ def train(
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
         epoch_batches = pk_batches(labels, cfg.p, cfg.k, gen)
         history.append({k: v / iters for k, v in running.items()})
+        if on_epoch_end is not None:
+            with torch.random.fork_rng(devices=[]):  # a callback must not move the training streams
+                on_epoch_end(epoch + 1, model)
+            model.train()
     bar.close()
     model.eval()
     return {"seconds": round(time.perf_counter() - t0, 1), "history": history, "config": asdict(cfg),

@@ -53,8 +53,12 @@ def train_registered(
     imagenet_weights: str | Path | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    on_epoch_end: Any = None,
 ) -> tuple[ModelCard, Path]:
-    """Train registered model ``name`` and write ``out`` (.safetensors) with its card."""
+    """Train registered model ``name`` and write ``out`` (.safetensors) with its card.
+
+    ``on_epoch_end(epoch, model, card)`` is called after each epoch (for learning curves).
+    """
     entry = MODELS.get(name)
     card = entry.card
     backbone = backbone or card.backbone
@@ -78,7 +82,8 @@ def train_registered(
     model = build_model(card, imagenet_weights=imagenet_weights)
     recipe = create_recipe(name, **(recipe_options or {}))
     t0 = time.perf_counter()
-    record = train(model, recipe, images, labels, camids, cfg, device=device, progress=progress)
+    hook = None if on_epoch_end is None else (lambda epoch, m: on_epoch_end(epoch, m, card))
+    record = train(model, recipe, images, labels, camids, cfg, device=device, progress=progress, on_epoch_end=hook)
     card = card.replace(hyperparams={**dataclasses.asdict(cfg), **recipe.hparams,
                                      "imagenet_init": bool(imagenet_weights)})  # fmt: skip
     out = Path(out) if out is not None else Path("checkpoints") / f"{name}-{dataset}.safetensors"

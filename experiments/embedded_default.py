@@ -1,0 +1,142 @@
+"""Experiments on the embedded default: why do defenses change clean accuracy the way they do here?
+
+Each *condition* changes one thing about the embedded default (training length, identities,
+backbone width, evaluation set, identity cues) and trains the same models with the same budget
+(the shared trainer's schedule, scaled to the condition's epochs; every recipe with its paper's
+hyper-parameters). Checkpoints go under ``experiments/runs/CONDITION/``; clean accuracy is then
+measured by the benchmark's own harness (``reidbench run --attack none``, eval mode, the model's
+own inference defense) and written to ``experiments/results/CONDITION.json``; ``table`` renders
+every condition into ``docs/embedded-default.md``'s table.
+
+    python experiments/embedded_default.py train longer --epochs 60 --curve 10,20,30,40,50,60
+    python experiments/embedded_default.py evaluate longer
+    python experiments/embedded_default.py table
+
+Training runs one model after another in one process; ``--threads 1`` lets two conditions train
+side by side on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RUNS = ROOT / "runs"
+RESULTS = ROOT / "results"
+MODELS = ["baseline", "aos", "igoas", "jad"]
+EVAL_SETS = ["synthetic-mini", "synthetic-mini-occluded"]
+
+
+def _train(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    import torch
+
+    from reidbench.models.checkpoints import save_checkpoint
+    from reidbench.train.training import default_config, train_registered
+
+    torch.set_num_threads(args.threads)
+    out_dir = RUNS / args.condition
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curve = {int(e) for e in args.curve.split(",")} if args.curve else set()
+    log_path = out_dir / "train-log.jsonl"
+    for name in args.models.split(","):
+        backbone = args.backbone
+        cfg = default_config(backbone or "resnet_tiny").scaled(args.epochs)
+        cfg = dataclasses.replace(cfg, seed=args.seed)
+        final = out_dir / f"{name}-e{args.epochs}.safetensors"
+        if final.exists():
+            print(f"{final} exists; skipping {name}", flush=True)
+            continue
+        options = {}
+        if name == "aos" or name.startswith("aos"):
+            # AOS's stage 1 is the baseline trained with the same config and seed: reuse this condition's.
+            stage1 = out_dir / f"baseline-e{args.epochs}.safetensors"
+            if stage1.exists():
+                options["stage1_checkpoint"] = str(stage1)
+        if args.recipe_option:
+            for kv in args.recipe_option:
+                k, v = kv.split("=", 1)
+                options[k] = v
+        tag = args.tag or name
+
+        def save_point(epoch: int, model, card, tag: str = tag) -> None:  # type: ignore[no-untyped-def]
+            if epoch in curve and epoch != args.epochs:
+                save_checkpoint(model, card, out_dir / f"{tag}-e{epoch}.safetensors", extra={"epoch": epoch})
+
+        t0 = time.perf_counter()
+        card, path = train_registered(name, dataset=args.dataset, out=out_dir / f"{tag}-e{args.epochs}.safetensors",
+                                      backbone=backbone, config=cfg, recipe_options=options, progress=False,
+                                      on_epoch_end=save_point if curve else None)
+        with log_path.open("a") as fh:
+            fh.write(json.dumps({"model": tag, "recipe_options": options, "epochs": args.epochs,
+                                 "dataset": args.dataset, "backbone": backbone or card.backbone,
+                                 "seconds": round(time.perf_counter() - t0, 1), "threads": args.threads,
+                                 "checkpoint": path.name}) + "\n")
+        print(f"{tag}: {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import torch
+
+    from reidbench.eval.harness import AttackRequest, GridSpec, run_grid
+    from reidbench.models.checkpoints import read_card_json
+
+    torch.set_num_threads(args.threads)
+    out_dir = RUNS / args.condition
+    results_path = RESULTS / f"{args.condition}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows = json.loads(results_path.read_text())["rows"] if results_path.exists() else []
+    done = {(r["checkpoint"], r["dataset"]) for r in rows}
+    sets = args.datasets.split(",")
+    for ck in sorted(out_dir.glob("*.safetensors")):
+        card = read_card_json(ck)[0]
+        tag, epoch = ck.stem.rsplit("-e", 1)
+        for ds in sets:
+            if (ck.name, ds) in done:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                spec = GridSpec(models=[card.name], attacks=[AttackRequest("none")], dataset=ds,
+                                checkpoints={card.name: str(ck)}, defenses=["auto"])
+                (rec,) = run_grid(spec, Path(tmp), command="experiments/embedded_default.py evaluate", progress=False)
+            rows.append({"condition": args.condition, "model": tag, "recipe": card.recipe, "epoch": int(epoch),
+                         "dataset": ds, "train_dataset": card.train_dataset, "backbone": card.backbone,
+                         "defense": rec.config.defense, "checkpoint": ck.name,
+                         "rank1": round(rec.rank1, 2), "mAP": round(rec.mAP, 2), "mINP": round(rec.mINP, 2)})
+            print(f"{args.condition} {tag} e{epoch} on {ds}: R1 {rec.rank1:.1f} mAP {rec.mAP:.1f}", flush=True)
+            results_path.write_text(json.dumps({"condition": args.condition, "rows": rows}, indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train the models of one condition")
+    t.add_argument("condition")
+    t.add_argument("--models", default=",".join(MODELS))
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--curve", default="", help="epochs at which to save a checkpoint (learning curve)")
+    t.add_argument("--dataset", default="synthetic-mini")
+    t.add_argument("--backbone", default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--tag", default=None, help="file name stem instead of the model name (ablations)")
+    t.add_argument("--recipe-option", action="append", default=[])
+    t.add_argument("--threads", type=int, default=1)
+    e = sub.add_parser("evaluate", help="clean accuracy of every checkpoint of one condition")
+    e.add_argument("condition")
+    e.add_argument("--datasets", default=",".join(EVAL_SETS))
+    e.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    {"train": _train, "evaluate": _evaluate}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT.parent))
+    main()
