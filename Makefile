@@ -33,9 +33,14 @@ regress: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check reidbench tests benchmarks
 
+# Each benchmark prints reidbench against its reference in one run: evaluation and re-ranking
+# (torchreid's Cython evaluator, compiled when Cython is installed, else skipped with a message;
+# the naive re-ranking), the attacks (the papers' per-image loops) and MSMT17-sized memory (the
+# full distance matrix). Each prints its machine's load: ratios from one run count, times do not.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_attacks.py
+	$(BIN)/python benchmarks/bench_memory.py
 
 clean:
 	rm -rf $(VENV) runs

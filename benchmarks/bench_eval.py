@@ -1,11 +1,21 @@
-"""Time reidbench's evaluation against plain references, side by side in one run.
+"""Time reidbench's evaluation against the references users actually run, side by side in one run.
 
 1. ``evaluate_rank`` on a Market-1501-sized problem (3,368 queries x 15,913 gallery images,
-   750 identities, 6 cameras, 512-d features with identity and camera structure) against a
-   per-query numpy loop as torchreid's Python path does it (argsort the row, drop same-pid
-   same-camera items, cumsum). The loop runs twice: with ``kind="stable"``, which is the protocol
-   exactly (ties by gallery index), and with numpy's default sort, which is what torchreid calls
-   (equal to the stable one up to the order of exactly tied distances). Results must agree.
+   750 identities, 6 cameras, 512-d features with identity and camera structure) against
+   **torchreid's Cython evaluator** (``evaluate_cy``, what ``torchreid.metrics.evaluate_rank``
+   runs when it is compiled; a full ``np.argsort`` of the matrix, then a C loop per query).
+   Every distribution is run twice: the realistic distances of the features (the headline) and
+   **uniform random distances** with the same labels, the worst case of reidbench's ranking (every
+   gallery item precedes some true match, so all of them are ranked) and the regime of attacked
+   cells whose mAP is near 0; the two ratios are printed side by side. Then the harness's whole
+   path from features, ``evaluate_features`` (distances and ranking in query blocks), against
+   ``compute_distance`` + ``evaluate_cy``.
+   torchreid's pip wheel ships no Cython source, so the benchmark compiles its ``rank_cy.pyx``
+   (``--torchreid-cython PATH``: the file or a torchreid checkout; default: the copy in
+   ``benchmarks/reference/``) with Cython into ``--build-dir``. Without Cython (``pip install
+   cython``) that reference is skipped with a message. ``--numpy-loop`` adds torchreid's Python
+   path (a per-query numpy loop with numpy's default argsort) and the exact protocol (the same
+   loop with a stable argsort, which must agree exactly).
 2. ``re_ranking`` against a naive numpy implementation of Zhong et al. (CVPR 2017) written here
    from the paper, on a subset (``--rerank-size``) because the reference is slow and dense;
    with ``--original-rerank PATH`` also against the authors' Python code
@@ -16,16 +26,21 @@
    (``--rerank-sizes``) with 1 and 2 torch threads (``--rerank-threads``), with the ratio;
    ``--only-rerank-sizes`` prints just that table.
 
+Every side of a comparison is timed the same way: the best of ``--repeats`` runs (of
+``--rerank-repeats`` for re-ranking), interleaved, so a stall of the machine hits both.
+
 Run: ``.venv/bin/python benchmarks/bench_eval.py [--original-rerank ~/src/person-re-ranking]``.
-Timings are the best of ``--repeats`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +51,7 @@ import torch
 
 import reidbench.eval.rerank as rerank_module
 from reidbench.eval.distance import compute_distance
-from reidbench.eval.metrics import evaluate_rank
+from reidbench.eval.metrics import evaluate_features, evaluate_rank
 from reidbench.eval.rerank import re_ranking
 
 SortKind = Literal["stable", "quicksort"]
@@ -197,39 +212,154 @@ def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return best, out
 
 
+CYTHON_SOURCE = Path(__file__).parent / "reference" / "torchreid_rank_cy.pyx"
+
+_SETUP = """
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+setup(name="torchreid_rank_cy", script_args=["build_ext", "--inplace"],
+      ext_modules=cythonize([Extension("torchreid_rank_cy", ["torchreid_rank_cy.pyx"],
+                                       include_dirs=[np.get_include()])], quiet=True))
+"""
+
+
+def load_torchreid_cython(source: Path | None, build_root: Path) -> tuple[Callable[..., Any] | None, str]:
+    """torchreid's ``evaluate_cy`` and where it came from, or ``(None, why it is skipped)``.
+
+    A compiled torchreid is used as installed; otherwise ``rank_cy.pyx`` (``source``: the file or
+    a torchreid checkout; default the copy in ``benchmarks/reference``) is compiled with Cython,
+    with the compiler flags of torchreid's own setup.py, into a folder of ``build_root`` keyed by
+    the source and the versions of Python, numpy and Cython.
+    """
+    if source is None:
+        for name in ("torchreid.reid.metrics.rank_cylib.rank_cy", "torchreid.metrics.rank_cylib.rank_cy"):
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            return module.evaluate_cy, f"installed {name}"
+        source = CYTHON_SOURCE
+    if source.is_dir():
+        found = [p for p in (source / "torchreid" / "metrics" / "rank_cylib" / "rank_cy.pyx",
+                             source / "torchreid" / "reid" / "metrics" / "rank_cylib" / "rank_cy.pyx",
+                             source / "rank_cy.pyx") if p.is_file()]  # fmt: skip
+        if not found:
+            raise SystemExit(f"--torchreid-cython: no rank_cy.pyx under {source}")
+        source = found[0]
+    if not source.is_file():
+        raise SystemExit(f"--torchreid-cython: {source} is not a file or a torchreid checkout")
+    try:
+        import Cython
+    except ImportError:
+        return None, "skipped: Cython is not installed (pip install cython), so rank_cy.pyx cannot be compiled"
+    text = source.read_bytes()
+    key = hashlib.sha256(
+        text + f"{sys.version}|{np.__version__}|{Cython.__version__}".encode()
+    ).hexdigest()[:16]
+    build = build_root / f"torchreid_rank_cy-{key}"
+    built = sorted(build.glob("torchreid_rank_cy*.so")) + sorted(build.glob("torchreid_rank_cy*.pyd"))
+    if not built:
+        build.mkdir(parents=True, exist_ok=True)
+        (build / "torchreid_rank_cy.pyx").write_bytes(text)
+        (build / "setup.py").write_text(_SETUP)
+        print(f"compiling torchreid's rank_cy.pyx with Cython {Cython.__version__} in {build} ...", flush=True)
+        proc = subprocess.run([sys.executable, "setup.py"], cwd=build, capture_output=True, text=True)
+        built = sorted(build.glob("torchreid_rank_cy*.so")) + sorted(build.glob("torchreid_rank_cy*.pyd"))
+        if proc.returncode != 0 or not built:
+            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+            return None, f"skipped: compiling {source} failed: {last}"
+    spec = importlib.util.spec_from_file_location("torchreid_rank_cy", built[0])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.evaluate_cy, f"{source} compiled with Cython {Cython.__version__}"
+
+
+def interleaved_best(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, Any]]:
+    """Best time and last output of each function over ``repeats`` rounds, the functions taking
+    turns within a round: every side gets the same number of runs and the same machine."""
+    best = {name: (float("inf"), None) for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            out = fn()
+            elapsed = time.perf_counter() - start
+            best[name] = (min(best[name][0], elapsed), out)
+    return best
+
+
 def bench_metrics(p: dict[str, Any], args: argparse.Namespace) -> None:
-    dist = compute_distance(p["qf"], p["gf"])
     labels = (p["q_pids"], p["g_pids"], p["q_cams"], p["g_cams"])
-    ours_s, ours = best_of(lambda: evaluate_rank(dist, *labels, args.max_rank), args.repeats)
+    dist = compute_distance(p["qf"], p["gf"])
+    ours = evaluate_rank(dist, *labels, args.max_rank)
     official = evaluate_rank(dist, *labels, args.max_rank, ap="official")
     print(
         f"problem: mAP {ours.mAP:.4f}  rank-1 {ours.rank(1):.4f}  mINP {ours.mINP:.4f}  "
         f"valid queries {ours.num_valid}/{dist.shape[0]}  (official AP: mAP {official.mAP:.4f})"
     )
-    d = dist.numpy()
-    print(f"evaluate_rank (ours, best of {args.repeats}):            {ours_s * 1e3:9.1f} ms")
-    # The stable loop is the protocol itself and must agree exactly. numpy's default sort may
-    # order exactly tied float32 distances differently (among 53M distances some do tie), which
-    # moves the numbers far below 1e-6; a real disagreement would be far larger.
-    references: list[tuple[SortKind, str, float]] = [
-        ("stable", "exact protocol", 1e-12),
-        ("quicksort", "numpy default, as torchreid", 1e-6),
-    ]
-    for kind, note, tolerance in references:
-
-        def reference(kind: SortKind = kind) -> tuple[np.ndarray, float, float]:
-            return reference_rank(d, *labels, args.max_rank, kind)
-
-        ref_s, (cmc, m_ap, m_inp) = best_of(reference, args.ref_repeats)
-        diff = max(
-            abs(ours.mAP - m_ap), abs(ours.mINP - m_inp), float(np.abs(ours.cmc - cmc).max())
-        )
-        if diff > tolerance:
-            raise SystemExit(f"evaluate_rank disagrees with the {kind} reference by {diff:.3g}")
-        print(
-            f"per-query numpy loop, argsort {kind:9s} ({note}): {ref_s * 1e3:9.1f} ms   "
-            f"ratio {ref_s / ours_s:5.1f}x   max |diff| {diff:.1e}"
-        )
+    cython, where = load_torchreid_cython(args.torchreid_cython, args.build_dir)
+    print(f"torchreid's Cython evaluator: {where}")
+    # Uniform random distances without exact ties (each row a random permutation of 0..G-1,
+    # scaled to [0, 1)): with ties, numpy's unstable argsort in the reference would move a
+    # query's first match by a rank now and then, and the results would not be comparable.
+    num_g = dist.shape[1]
+    rng = np.random.default_rng(args.seed + 7)
+    ranks = rng.permuted(np.broadcast_to(np.arange(num_g, dtype=np.float32), dist.shape), axis=1)
+    distributions = {
+        "realistic features": dist,
+        "uniform random (worst case)": torch.from_numpy(ranks / np.float32(num_g)),
+    }
+    print(f"evaluate_rank on {dist.shape[0]:,} x {dist.shape[1]:,} distances; every side best of {args.repeats}, interleaved")
+    print(f"{'distances':28s} {'reidbench':>10s} {'torchreid Cython':>17s} {'ratio':>7s} {'max |diff|':>10s}")
+    ratios: dict[str, float] = {}
+    for name, d in distributions.items():
+        dn = d.numpy()
+        fns: dict[str, Callable[[], Any]] = {"ours": lambda d=d: evaluate_rank(d, *labels, args.max_rank)}
+        if cython is not None:
+            fns["cython"] = lambda dn=dn: cython(dn, *labels, args.max_rank)
+        if args.numpy_loop:
+            fns["numpy"] = lambda dn=dn: reference_rank(dn, *labels, args.max_rank, "quicksort")
+        times = interleaved_best(fns, args.repeats)
+        ours_s, r = times["ours"]
+        line = f"{name:28s} {ours_s * 1e3:8.1f}ms"
+        if cython is not None:
+            cy_s, (cmc, m_ap) = times["cython"]
+            # torchreid sums in float32: differences far below one query's weight (1/Q).
+            diff = max(abs(r.mAP - float(m_ap)), float(np.abs(r.cmc - cmc).max()))
+            if diff > 1e-5:
+                raise SystemExit(f"evaluate_rank disagrees with torchreid's Cython evaluator by {diff:.3g} on {name}")
+            ratios[name] = cy_s / ours_s
+            line += f" {cy_s * 1e3:15.1f}ms {cy_s / ours_s:6.1f}x {diff:10.1e}"
+        else:
+            line += f" {'-':>17s} {'-':>7s}"
+        print(line)
+        if args.numpy_loop:
+            np_s, (cmc, m_ap, m_inp) = times["numpy"]
+            print(f"{'':28s} numpy loop as torchreid's Python path (default argsort): {np_s * 1e3:9.1f} ms, "
+                  f"ratio {np_s / ours_s:5.1f}x")  # fmt: skip
+            if name == "realistic features":
+                _, (cmc, m_ap, m_inp) = best_of(lambda dn=dn: reference_rank(dn, *labels, args.max_rank, "stable"), 1)
+                diff = max(abs(r.mAP - m_ap), abs(r.mINP - m_inp), float(np.abs(r.cmc - cmc).max()))
+                if diff > 1e-12:
+                    raise SystemExit(f"evaluate_rank disagrees with the exact protocol (stable loop) by {diff:.3g}")
+                print(f"{'':28s} exact protocol (stable argsort loop): max |diff| {diff:.1e}")
+    if ratios:
+        head, worst = ratios["realistic features"], ratios["uniform random (worst case)"]
+        print(f"headline: {head:.1f}x faster than torchreid's Cython evaluator on realistic distances; "
+              f"worst case (uniform random distances): {worst:.1f}x")  # fmt: skip
+    # The harness's path from features: distances and ranking in query blocks.
+    qf, gf = p["qf"], p["gf"]
+    fns = {"ours": lambda: evaluate_features(qf, gf, *labels, metric="euclidean", max_rank=args.max_rank)}
+    if cython is not None:
+        fns["cython"] = lambda: cython(compute_distance(qf, gf).numpy(), *labels, args.max_rank)
+    times = interleaved_best(fns, args.repeats)
+    line = f"from features: evaluate_features {times['ours'][0] * 1e3:.1f} ms"
+    if cython is not None:
+        cy_s = times["cython"][0]
+        line += f"; compute_distance + torchreid Cython {cy_s * 1e3:.1f} ms; ratio {cy_s / times['ours'][0]:.1f}x"
+    print(line)
 
 
 def subset(p: dict[str, Any], size: int, seed: int) -> dict[str, Any]:
@@ -268,26 +398,31 @@ def bench_rerank(p: dict[str, Any], args: argparse.Namespace) -> None:
         f"\nre-ranking on a subset of the identities: {qg.shape[0]} queries x {qg.shape[1]} gallery "
         f"(--rerank-size {args.rerank_size}; k1={args.k1} k2={args.k2} lambda={args.lambda_value})"
     )
-    ours_s, ours = best_of(lambda: re_ranking(qg, qq, gg, **k), args.rerank_repeats)
+    nq, nqq, ngg = (x.numpy() for x in (qg, qq, gg))
+    # The original squares its inputs; ours takes squared distances: give it their roots.
+    roots = [np.sqrt(x.astype(np.float64)) for x in (nq, nqq, ngg)]
+    original = load_original(args.original_rerank) if args.original_rerank is not None else None
+    fns: dict[str, Callable[[], Any]] = {
+        "ours": lambda: re_ranking(qg, qq, gg, **k),
+        "naive": lambda: naive_re_ranking(nq, nqq, ngg, args.k1, args.k2, args.lambda_value),
+    }
+    if original is not None:
+        fns["original"] = lambda: original(*roots, args.k1, args.k2, args.lambda_value)
+    times = interleaved_best(fns, args.rerank_repeats)  # every side best of the same N
+    ours_s, ours = times["ours"]
     ours = ours.numpy()
     before = evaluate_rank(qg, *labels).mAP
     after = evaluate_rank(ours, *labels).mAP
     print(
         f"re_ranking (ours, best of {args.rerank_repeats}):          {ours_s:8.2f} s   mAP {before:.4f} -> {after:.4f}"
     )
-    nq, nqq, ngg = (x.numpy() for x in (qg, qq, gg))
-    ref_s, ref = best_of(
-        lambda: naive_re_ranking(nq, nqq, ngg, args.k1, args.k2, args.lambda_value), 1
-    )
+    ref_s, ref = times["naive"]
     print(
         f"naive numpy reference (from the paper):  {ref_s:8.2f} s   ratio {ref_s / ours_s:5.1f}x   "
         f"max |diff| {np.abs(ours - ref).max():.1e}"
     )
-    if args.original_rerank is not None:
-        original = load_original(args.original_rerank)
-        # The original squares its inputs; ours takes squared distances: give it their roots.
-        roots = [np.sqrt(x.astype(np.float64)) for x in (nq, nqq, ngg)]
-        orig_s, orig = best_of(lambda: original(*roots, args.k1, args.k2, args.lambda_value), 1)
+    if original is not None:
+        orig_s, orig = times["original"]
         print(
             f"original re_ranking (zhunzhong07/Luo Hao): {orig_s:8.2f} s   ratio {orig_s / ours_s:5.1f}x   "
             f"max |diff| {np.abs(ours - orig).max():.1e}   mAP {evaluate_rank(orig, *labels).mAP:.4f}"
@@ -388,9 +523,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-rank", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--repeats", type=int, default=5, help="runs of evaluate_rank; the best counts"
+        "--repeats", type=int, default=3,
+        help="timed runs of every side of the evaluation comparison, interleaved; the best counts",
     )
-    parser.add_argument("--ref-repeats", type=int, default=2, help="runs of each numpy loop")
+    parser.add_argument(
+        "--torchreid-cython", type=Path, default=None,
+        help="torchreid's rank_cy.pyx, or a torchreid checkout (default: an installed compiled "
+        "torchreid, else benchmarks/reference/torchreid_rank_cy.pyx)",
+    )
+    parser.add_argument(
+        "--build-dir", type=Path, default=Path.home() / ".cache" / "reidbench" / "bench-cython",
+        help="where the Cython reference is compiled (reused while its source and versions match)",
+    )
+    parser.add_argument(
+        "--numpy-loop", action="store_true",
+        help="also time torchreid's Python path (a per-query numpy loop; slow) and check the "
+        "exact protocol",
+    )
     parser.add_argument(
         "--rerank-size", type=int, default=6000, help="gallery images in the re-ranking subset"
     )

@@ -6,7 +6,8 @@ structure, so that the ranking work is realistic). Methods:
 
 * ``features``: only build the problem (the baseline every method pays: features and labels);
 * ``full``: ``evaluate_rank(compute_distance(qf, gf, metric), ...)``, the Q x G matrix in memory;
-* ``chunked``: ``evaluate_rank_features(qf, gf, ...)``, query blocks of a few hundred rows.
+* ``chunked``: ``evaluate_features(qf, gf, ..., memory_budget=--memory-budget)``, the harness's
+  path: query blocks sized from the budget (default 512 MiB: a few hundred rows at MSMT17 size).
 * ``rerank`` (only when asked, ``--methods rerank``): the three distance matrices, k-reciprocal
   re-ranking and its evaluation; Market-1501 size fits in ~2-3 GB, MSMT17 size is refused with
   one line (it needs the 93,820 x 93,820 float32 distances, 35 GB).
@@ -61,14 +62,16 @@ def make_problem(args: argparse.Namespace) -> dict:
 
 def child(args: argparse.Namespace) -> None:
     from reidbench.eval.distance import compute_distance
-    from reidbench.eval.metrics import evaluate_rank, evaluate_rank_features
+    from reidbench.eval.metrics import evaluate_features, evaluate_rank
 
     p = make_problem(args)
     start = time.perf_counter()
     if args.child == "full":
         r = evaluate_rank(compute_distance(p["qf"], p["gf"], metric=args.metric), *p["labels"])
     elif args.child == "chunked":
-        r = evaluate_rank_features(p["qf"], p["gf"], *p["labels"], metric=args.metric)
+        r = evaluate_features(
+            p["qf"], p["gf"], *p["labels"], metric=args.metric, memory_budget=args.memory_budget
+        )
     elif args.child == "rerank":
         from reidbench.eval.rerank import check_rerank_fits, re_ranking
 
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--memory-budget", default=None, help="evaluate_features' budget, e.g. 1GB (default 512 MiB)"
+    )
     parser.add_argument("--methods", default="features,chunked,full")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     passthrough = [
         f"--{name.replace('_', '-')}={getattr(args, name)}"
         for name in ("num_query", "num_gallery", "num_ids", "num_cams", "dim", "metric", "seed")
-    ]
+    ] + ([f"--memory-budget={args.memory_budget}"] if args.memory_budget else [])
     for method in args.methods.split(","):
         out = f"/tmp/bench_memory_{os.getpid()}_{method}.json"
         cmd = [sys.executable, __file__, *passthrough, "--child", method, "--out", out]

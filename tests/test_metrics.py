@@ -364,3 +364,31 @@ def test_distance_validation() -> None:
         compute_distance(torch.zeros(3), g)
     with pytest.raises(ParameterError, match="chunk_size"):
         compute_distance(q, g, chunk_size=0)
+
+
+@pytest.mark.parametrize("share", [0.0, 2.0], ids=["always-dense", "never-dense"])
+def test_dense_and_candidate_paths_match_the_reference(
+    monkeypatch: pytest.MonkeyPatch, share: float
+) -> None:
+    """The numpy kernel keys whole rows when most items are candidates (random distances) and
+    collects the candidates otherwise; forced either way, every rank is the protocol's."""
+    monkeypatch.setattr(rank_kernels, "_DENSE_SHARE", share)
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        dist, q_pids, g_pids, q_cams, g_cams = _random_problem(rng, trial % 5)
+        for ap in ("market", "official"):
+            _check_against_reference(
+                dist, q_pids, g_pids, q_cams, g_cams, 10, ap,
+                lambda d=dist, a=q_pids, b=g_pids, c=q_cams, e=g_cams, ap=ap: evaluate_rank(
+                    d, a, b, c, e, 10, ap=ap, chunk_size=4
+                ),
+            )  # fmt: skip
+    # Several row groups in the dense path: a budget of a few rows' items.
+    checked = 0
+    for _ in range(20):
+        problem = _random_problem(rng, 0)  # float32 with ties: the packed kernels
+        monkeypatch.setattr(rank_kernels, "_CANDIDATE_BUDGET", 25)
+        checked += _check_against_reference(
+            *problem, 10, "market", lambda p=problem: evaluate_rank(*p, 10)
+        )
+    assert checked >= 5

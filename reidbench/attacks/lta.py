@@ -77,18 +77,38 @@ class LTA(MetricAttack):
         check_range(self.name, "momentum", momentum, 0.0, 10.0)
         self.step, self.steps, self.momentum = step, steps, momentum
 
-    def reference(self, images: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
-        """LGT(x): one fresh grayscale rectangle per image, each from that image's generator."""
-        return torch.cat([ops.local_grayscale(images[i : i + 1], g) for i, g in enumerate(gens)])
+    @staticmethod
+    def draw_regions(gens: list[torch.Generator], h: int, w: int, steps: int) -> torch.Tensor:
+        """The LGT rectangles of every step, (steps, B, 4) int64 rows (top, left, height, width).
+
+        Image i's rectangle at step t is the t-th that ``ops.local_grayscale`` would draw from its
+        generator: each generator serves one image, so drawing all of an image's steps before
+        the attack starts gives the very same rectangles as drawing one per step, and the step
+        loop has no per-image Python work (nor, on a GPU, a host copy per step).
+        """
+        return torch.tensor([[tuple(ops.sample_region(h, w, g)) for g in gens] for _ in range(steps)],
+                            dtype=torch.int64).reshape(steps, len(gens), 4)
+
+    @staticmethod
+    def reference(images: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """LGT(x) for a batch: each image's rectangle (``regions``, (B, 4) on its device) replaced
+        by its grayscale, in one masked select (equal, bit for bit, to ``ops.local_grayscale``)."""
+        h, w = images.shape[-2:]
+        top, left, height, width = (v.view(-1, 1, 1) for v in regions.unbind(1))
+        ys = torch.arange(h, device=images.device).view(1, h, 1)
+        xs = torch.arange(w, device=images.device).view(1, 1, w)
+        inside = (ys >= top) & (ys < top + height) & (xs >= left) & (xs < left + width)
+        return torch.where(inside.unsqueeze(1), ops.grayscale(images), images)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
                 index: torch.Tensor | None = None) -> torch.Tensor:
         assert index is not None
-        gens = self.generators(index)
+        h, w = images.shape[-2:]
+        regions = self.draw_regions(self.generators(index), h, w, self.steps).to(images.device)
 
         def loss_at(t: int) -> Callable[[torch.Tensor], torch.Tensor]:
             with torch.no_grad():
-                ref = self.features(self.reference(images, gens))
+                ref = self.features(self.reference(images, regions[t]))
             return lambda f: ((f - ref) ** 2).sum(dim=1)
 
         return self.iterate(images, loss_at, steps=self.steps, step=self.step, momentum=self.momentum)

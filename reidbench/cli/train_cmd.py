@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
 from reidbench.cli.options import nonempty_path, parse_kv, resolve_device
+from reidbench.cli.run_cmd import cpu_threads
 
 
 @click.command("train")
@@ -25,9 +27,12 @@ from reidbench.cli.options import nonempty_path, parse_kv, resolve_device
 @click.option("--recipe-option", "recipe_opts", multiple=True, metavar="KEY=VALUE",
               help="Recipe option, e.g. branches=ED for an ETNDNet ablation, variant=hard1 for AOS.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--threads", default=None, metavar="N|auto",
+              help="CPU threads for torch: a number, or auto (as for `reidbench run`). Default: torch's own, as "
+                   "before (the checkpoint's card records the count; training's float sums may depend on it).")
 def train(name: str, dataset: str, data_root: Path | None, out: Path | None, backbone: str | None,
           imagenet_weights: Path | None, epochs: int | None, lr: float | None, seed: int,
-          recipe_opts: tuple[str, ...], device: str) -> None:
+          recipe_opts: tuple[str, ...], device: str, threads: str | None = None) -> None:
     """Train registered model --model on --dataset with its recipe; write a checkpoint and its card."""
     import dataclasses
 
@@ -42,8 +47,9 @@ def train(name: str, dataset: str, data_root: Path | None, out: Path | None, bac
         cfg = dataclasses.replace(cfg, lr=lr)
     cfg = dataclasses.replace(cfg, seed=seed)
     dev = resolve_device(device)
-    card, path = train_registered(name, dataset=dataset, data_root=data_root, out=out, backbone=backbone,
-                                  config=cfg, recipe_options=parse_kv(recipe_opts), imagenet_weights=imagenet_weights,
-                                  device=dev)  # fmt: skip
+    with cpu_threads(threads) if threads is not None else contextlib.nullcontext():
+        card, path = train_registered(name, dataset=dataset, data_root=data_root, out=out, backbone=backbone,
+                                      config=cfg, recipe_options=parse_kv(recipe_opts), imagenet_weights=imagenet_weights,
+                                      device=dev)  # fmt: skip
     click.echo(f"wrote {path} (sha256 {(card.sha256 or '')[:12]}...) and {path.with_suffix('.json')}")
     click.echo(f"evaluate it with: reidbench run --model {name} --checkpoint {path} --dataset {dataset}")

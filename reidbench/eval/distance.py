@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from reidbench.errors import ParameterError
 
-__all__ = ["DISTANCE_METRICS", "compute_distance", "distance_blocks"]
+__all__ = ["DISTANCE_METRICS", "check_pair", "compute_distance", "distance_blocks"]
 
 DISTANCE_METRICS = ("euclidean", "cosine")
 
@@ -58,24 +58,33 @@ def _check_rows(value: object, name: str, fn: str) -> int:
     return int(value)
 
 
+def check_pair(
+    qf: torch.Tensor | np.ndarray, gf: torch.Tensor | np.ndarray, metric: str, fn: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query and gallery features as 2-D float tensors of one dtype on one device, or a one-line
+    ``ParameterError`` naming ``fn`` (unknown metric, shapes, dimensions, devices)."""
+    _check_metric(metric, fn)
+    q = _as_features(qf, "qf", fn)
+    g = _as_features(gf, "gf", fn)
+    if q.shape[1] != g.shape[1]:
+        raise ParameterError(
+            f"{fn}: qf has dimension {q.shape[1]} but gf has {g.shape[1]}; "
+            "both must come from the same model"
+        )
+    if q.device != g.device:
+        raise ParameterError(f"{fn}: qf is on {q.device} but gf is on {g.device}")
+    dtype = torch.promote_types(q.dtype, g.dtype)
+    return q.detach().to(dtype), g.detach().to(dtype)
+
+
 class _Prepared:
     """Validated features and per-row terms shared by every tile."""
 
     def __init__(
         self, qf: torch.Tensor | np.ndarray, gf: torch.Tensor | np.ndarray, metric: str, fn: str
     ):
-        _check_metric(metric, fn)
-        q = _as_features(qf, "qf", fn)
-        g = _as_features(gf, "gf", fn)
-        if q.shape[1] != g.shape[1]:
-            raise ParameterError(
-                f"{fn}: qf has dimension {q.shape[1]} but gf has {g.shape[1]}; "
-                "both must come from the same model"
-            )
-        if q.device != g.device:
-            raise ParameterError(f"{fn}: qf is on {q.device} but gf is on {g.device}")
-        self.dtype = torch.promote_types(q.dtype, g.dtype)
-        q, g = q.detach().to(self.dtype), g.detach().to(self.dtype)
+        q, g = check_pair(qf, gf, metric, fn)
+        self.dtype = q.dtype
         self.metric = metric
         self.num_q, self.num_g = q.shape[0], g.shape[0]
         self.device = q.device
@@ -100,7 +109,7 @@ class _Prepared:
                 torch.mm(self.q[a:b], self.gt, out=out)
                 out.neg_().add_(1.0)
             else:
-                assert self.q_sq is not None
+                assert self.q_sq is not None and self.g_sq is not None
                 out.copy_(self.q_sq[a:b] + self.g_sq)
                 out.addmm_(self.q[a:b], self.gt, beta=1.0, alpha=-2.0)
                 # Rounding can leave tiny negatives where q == g.

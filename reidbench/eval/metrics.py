@@ -46,21 +46,30 @@ of queries, one scan of the distance rows (``d <= farthest match``) collects tho
 one sort puts them in (query, distance, gallery index) order, and a match's rank is its position
 among its query's candidates less the junk before it. The cost is one pass over the Q x G matrix
 plus a sort of the candidates: about 1% of them for a well-trained model on Market-1501, all of
-them for a useless one. No Q x G sort or index matrix is built; memory is bounded by
-``chunk_size`` rows of a bool mask plus ``_CANDIDATE_BUDGET`` candidates at a time.
+them for a useless one. This is top-k selection with each query's own k, the least any exact AP
+needs (CMC alone would need only ``max_rank``, but every result carries AP and INP). When most of
+a chunk's items are candidates (random distances, the attacked cells with mAP near 0) there is
+nothing to leave out: the numpy kernel then sorts each row's plain values (a float sort, about
+twice as fast as collecting and sorting the candidates' keys, measured at Market-1501 size) and
+finds each match's position by binary search, with exact ties counted by gallery index. No
+Q x G index matrix is built; memory is bounded by ``chunk_size`` rows of a bool mask plus
+``_CANDIDATE_BUDGET`` candidates (or sorted values) at a time.
 
 On CPU the kernel runs in numpy on zero-copy views (torch's CPU kernels for these ragged integer
 operations are several times slower); elsewhere it runs in torch on the distances' device. Both
 produce the same ranks, exactly, and the tests run both.
 
-:func:`evaluate_rank_features` starts from the features instead: it computes the distances a
-block of query rows at a time and ranks each block before computing the next, so the Q x G
-matrix (3.8 GB at MSMT17's 11,659 x 82,161) is never built; its results are identical to
+:func:`evaluate_features` (what the harness calls) and :func:`evaluate_rank_features` start from
+the features instead: they compute the distances a block of query rows at a time and rank each
+block before computing the next, so the Q x G matrix (3.8 GB at MSMT17's 11,659 x 82,161) is
+never built; the blocks are sized from a memory budget (``memory_budget``, ``reidbench run
+--memory-budget``) or a row count (``chunk``). Their results are identical to
 ``evaluate_rank(compute_distance(qf, gf, metric), ...)``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -69,10 +78,24 @@ import numpy as np
 import torch
 
 from reidbench.errors import ParameterError
-from reidbench.eval.distance import DEFAULT_CHUNK_SIZE, distance_blocks
-from reidbench.eval.rank_kernels import ranks_numpy, ranks_torch
+from reidbench.eval.distance import (
+    DEFAULT_CHUNK_SIZE,
+    check_pair,
+    compute_distance,
+    distance_blocks,
+)
+from reidbench.eval.rank_kernels import CANDIDATE_BYTES, ranks_numpy, ranks_torch
+from reidbench.eval.rerank import check_rerank_fits, re_ranking
 
-__all__ = ["AP_VARIANTS", "RankResult", "evaluate_rank", "evaluate_rank_features"]
+__all__ = [
+    "AP_VARIANTS",
+    "DEFAULT_MEMORY_BUDGET",
+    "RankResult",
+    "evaluate_features",
+    "evaluate_rank",
+    "evaluate_rank_features",
+    "memory_budget_bytes",
+]
 
 AP_VARIANTS = ("market", "official")
 
@@ -80,8 +103,13 @@ AP_VARIANTS = ("market", "official")
 # half or integer inputs), so ~256 MB covers all 3,368 x 15,913 of Market-1501 in one chunk.
 _DENSE_BUDGET_BYTES = 256 << 20
 _DENSE_BYTES_PER_ELEMENT = 5
-# Distances plus mask of one block in evaluate_rank_features: ~300 rows at MSMT17's 82,161 gallery.
-_FEATURE_BLOCK_BUDGET_BYTES = 256 << 20
+#: Working memory of :func:`evaluate_features` when no ``memory_budget`` is given: 512 MiB, of
+#: which up to a quarter (at most ~100 MB) holds ranking candidates and the rest a block of
+#: distances and its mask (~640 rows at MSMT17's 82,161 gallery images, all 3,368 queries of
+#: Market-1501 in one block).
+DEFAULT_MEMORY_BUDGET = 512 << 20
+# Candidates ranked at once are capped at the kernels' default, whatever the budget.
+_MAX_CANDIDATES = 1_000_000
 # Run the kernel in numpy for CPU inputs; tests turn it off to check the torch kernel on CPU.
 _NUMPY_ON_CPU = True
 
@@ -248,30 +276,175 @@ def evaluate_rank_features(
         metric: ``"cosine"`` (1 - cosine) or ``"euclidean"`` (squared), as ``compute_distance``.
         max_rank, ap: as for :func:`evaluate_rank`.
         chunk: query rows per block, rounded up to a multiple of 256 (whole product tiles, see
-            ``distance_blocks``). ``None`` sizes it so that a block's distances and the
-            ranking's mask stay near 256 MB (a multiple of 256 rows, at least 256). Peak memory
-            beyond the features (and their normalised copies for ``"cosine"``) is then a few
-            hundred MB at any gallery size, instead of Q x G x 4 bytes (3.8 GB for MSMT17).
+            ``distance_blocks``). ``None`` sizes the blocks from :data:`DEFAULT_MEMORY_BUDGET`
+            as :func:`evaluate_features` does (a multiple of 256 rows, at least 256). Peak memory
+            beyond the features (and their normalised copies for ``"cosine"``) is then about
+            that budget at any gallery size, instead of Q x G x 4 bytes (3.8 GB for MSMT17).
+            :func:`evaluate_features` is the same with a memory budget instead of a row count.
 
     Returns:
         A :class:`RankResult`.
     """
     fn = "evaluate_rank_features"
     _check_options(fn, ap, max_rank, "chunk", chunk)
+    q, g = check_pair(*_feature_pair(qf, gf, fn), metric, fn)
+    candidates = None
+    if chunk is None:
+        chunk, candidates = _budget_plan(DEFAULT_MEMORY_BUDGET, q, len(q), len(g), fn, strict=False)
+    labels = _labels(q_pids, g_pids, q_camids, g_camids, len(q), len(g), fn, "the features")
+    blocks = distance_blocks(q, g, metric, int(chunk))
+    return _evaluate(
+        blocks, len(q), len(g), q.device, labels, max_rank, ap, fn, "a distance block", candidates
+    )
+
+
+def evaluate_features(
+    qf: torch.Tensor | np.ndarray,
+    gf: torch.Tensor | np.ndarray,
+    q_pids: torch.Tensor | np.ndarray,
+    g_pids: torch.Tensor | np.ndarray,
+    q_camids: torch.Tensor | np.ndarray,
+    g_camids: torch.Tensor | np.ndarray,
+    *,
+    metric: Literal["euclidean", "cosine"] = "cosine",
+    max_rank: int = 50,
+    ap: Literal["market", "official"] = "market",
+    rerank: bool = False,
+    memory_budget: int | str | None = None,
+) -> RankResult:
+    """CMC, mAP and mINP of query features against gallery features, within a memory budget.
+
+    The distances are computed and ranked a block of query rows at a time, sized so that the
+    block, its mask and the ranking's candidates stay within ``memory_budget``; the Q x G matrix
+    is never built. The numbers are identical to
+    ``evaluate_rank(compute_distance(qf, gf, metric), ...)`` whatever the budget: the distances
+    are the same bit for bit and each query's ranks depend on its own row only.
+
+    Args:
+        qf, gf: query (Q, D) and gallery (G, D) features, numpy or torch, on one device; the
+            work runs there.
+        q_pids, g_pids, q_camids, g_camids: labels as for :func:`evaluate_rank`.
+        metric: ``"cosine"`` (1 - cosine) or ``"euclidean"`` (squared), as ``compute_distance``.
+        max_rank, ap: as for :func:`evaluate_rank`.
+        rerank: rank the k-reciprocal re-ranked distances instead
+            (:func:`reidbench.eval.rerank.re_ranking`, k1=20, k2=6, lambda=0.3). That method
+            holds dense N x N distances (N = Q + G) whatever the budget: a size that does not fit
+            in the available memory is refused with one line (``check_rerank_fits``) before any
+            of them is computed; the budget then sizes only the ranking of the result.
+        memory_budget: bytes (an int) or a size such as ``"2GB"``, ``"512MiB"`` or ``"1.5G"``
+            (KB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB and K, M, G, T powers of 1024).
+            ``None``: :data:`DEFAULT_MEMORY_BUDGET` (512 MiB). It bounds the working memory
+            beyond the inputs (and, for ``"cosine"``, their normalised copies): one block of
+            distances with its mask, and the candidates ranked at once. A budget too small for
+            one block of 256 query rows (the unit the distances are computed in) is refused with
+            one line naming the minimum for this gallery size.
+
+    Returns:
+        A :class:`RankResult`, as :func:`evaluate_rank` returns.
+    """
+    fn = "evaluate_features"
+    _check_options(fn, ap, max_rank, "chunk", None)
+    if not isinstance(rerank, bool | np.bool_):
+        raise ParameterError(f"{fn}: rerank must be True or False, not {rerank!r}")
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget_bytes(memory_budget, f"{fn}: memory_budget")
+    q, g = check_pair(*_feature_pair(qf, gf, fn), metric, fn)
+    num_q, num_g = len(q), len(g)
+    labels = _labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g, fn, "the features")
+    if not rerank:
+        rows, candidates = _budget_plan(budget, q, num_q, num_g, fn)
+        blocks = distance_blocks(q, g, metric, rows)
+        return _evaluate(
+            blocks, num_q, num_g, q.device, labels, max_rank, ap, fn, "a distance block", candidates
+        )
+    check_rerank_fits(num_q, num_g)  # one line, before the N x N matrices exhaust memory
+    d = compute_distance(q, g, metric=metric)
+    rr = re_ranking(d, compute_distance(q, q, metric=metric), compute_distance(g, g, metric=metric))
+    del d
+    # The re-ranked matrix exists already: the budget sizes the ranking's blocks only.
+    rows = max(1, (budget - _candidate_share(budget)) // (_DENSE_BYTES_PER_ELEMENT * num_g))
+    blocks = ((start, rr[start : start + rows]) for start in range(0, num_q, rows))
+    return _evaluate(
+        blocks, num_q, num_g, rr.device, labels, max_rank, ap, fn, "the re-ranked distances",
+        max(1, _candidate_share(budget) // CANDIDATE_BYTES),
+    )  # fmt: skip
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?)(b?)\s*", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def memory_budget_bytes(value: Any, who: str = "memory_budget") -> int:
+    """A memory budget in bytes, from an int or a size such as ``"2GB"``, ``"512MiB"``, ``"1.5G"``.
+
+    KB, MB, GB and TB are powers of 1000; KiB, MiB, GiB, TiB and the bare K, M, G, T (as in
+    ``ulimit`` or docker) are powers of 1024; a plain number is bytes.
+    """
+    example = "a number of bytes or a size such as 2GB, 512MiB or 1.5G"
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        number = int(value)
+    elif isinstance(value, str) and (m := _SIZE.fullmatch(value)) and (m[2] or not m[3]):
+        digits, prefix, binary, byte = m.groups()
+        base = 1000 if byte and not binary else 1024  # KB: 1000; KiB, Ki and K: 1024
+        number = int(float(digits) * base ** _POWERS[prefix.lower()])
+    else:
+        raise ParameterError(f"{who} must be {example}, not {value!r}")
+    if number < 1:
+        raise ParameterError(f"{who} must be positive, not {value!r}")
+    return number
+
+
+def _candidate_share(budget: int) -> int:
+    """Bytes of the budget for ranking candidates: a quarter of it, at most _MAX_CANDIDATES."""
+    return min(_MAX_CANDIDATES, budget // 4 // CANDIDATE_BYTES) * CANDIDATE_BYTES
+
+
+def _budget_plan(
+    budget: int, q: torch.Tensor, num_q: int, num_g: int, fn: str, strict: bool = True
+) -> tuple[int, int]:
+    """(query rows per distance block, candidates ranked at once) within ``budget`` bytes.
+
+    A block holds its distances (the features' float type, at least 4 bytes) and the ranking's
+    mask and float copy (``_DENSE_BYTES_PER_ELEMENT``) for each of its G columns; blocks are
+    whole tiles of ``DEFAULT_CHUNK_SIZE`` rows (see ``distance_blocks``). A budget too small for
+    the smallest block is refused (``strict``) or exceeded by that block.
+    """
+    item = max(q.element_size(), 4) if q.is_floating_point() else 4
+    per_row = (item + _DENSE_BYTES_PER_ELEMENT) * max(num_g, 1)
+    share = _candidate_share(budget)
+    tile = DEFAULT_CHUNK_SIZE
+    least = min(tile, num_q)  # the smallest block: one tile, or every query if fewer
+    if strict and budget - share < least * per_row:
+        base = least * per_row
+        # The least budget whose block share holds ``base``: the candidates take a quarter, capped.
+        need = min(base * 4 // 3 + 4 * CANDIDATE_BYTES, base + _MAX_CANDIDATES * CANDIDATE_BYTES)
+        raise ParameterError(
+            f"{fn}: a memory budget of {_size_text(budget)} is too small for {num_g:,} gallery "
+            f"images: one block of {least} query rows needs {_size_text(need)}; give at least that"
+        )
+    return max(tile, (budget - share) // per_row // tile * tile), max(1, share // CANDIDATE_BYTES)
+
+
+def _size_text(n: int) -> str:
+    """``n`` bytes in the largest binary unit it reaches, one decimal, rounded up."""
+    for unit, power in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << power:
+            return f"{-(-n * 10 // (1 << power)) / 10:g} {unit}"
+    return f"{n} bytes"
+
+
+def _feature_pair(qf: Any, gf: Any, fn: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query and gallery features as tensors, refusing empty sets (the rest is checked by the
+    distance code)."""
     q = torch.as_tensor(qf)
     g = torch.as_tensor(gf)
     num_q = q.shape[0] if q.dim() == 2 else 0
     num_g = g.shape[0] if g.dim() == 2 else 0
     if q.dim() == 2 and g.dim() == 2 and (num_q == 0 or num_g == 0):
         raise ParameterError(f"{fn}: no features ({num_q} queries, {num_g} gallery images)")
-    if chunk is None:
-        item = max(torch.empty(0, dtype=q.dtype).element_size(), 4) if q.is_floating_point() else 4
-        per_row = (item + _DENSE_BYTES_PER_ELEMENT) * max(num_g, 1)
-        tile = DEFAULT_CHUNK_SIZE
-        chunk = max(tile, _FEATURE_BLOCK_BUDGET_BYTES // per_row // tile * tile)
-    blocks = distance_blocks(q, g, metric, int(chunk))  # validates the features
-    labels = _labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g, fn, "the features")
-    return _evaluate(blocks, num_q, num_g, q.device, labels, max_rank, ap, fn, "a distance block")
+    if q.dim() != 2 or g.dim() != 2:
+        name, t = ("qf", q) if q.dim() != 2 else ("gf", g)
+        raise ParameterError(f"{fn}: {name} must be 2-D (N, D), got shape {tuple(t.shape)}")
+    return q, g
 
 
 def _check_options(fn: str, ap: str, max_rank: Any, chunk_name: str, chunk: Any) -> None:
@@ -306,6 +479,7 @@ def _evaluate(
     ap: str,
     fn: str,
     what: str,
+    candidate_budget: int | None = None,
 ) -> RankResult:
     """Rank the distance rows that ``blocks`` yields as ``(first row, rows)``, in row order.
 
@@ -344,13 +518,15 @@ def _evaluate(
                 if np.isnan(dn.max()):
                     raise ParameterError(f"{fn}: {what} contains NaN; check the features")
                 rows, ranks = ranks_numpy(
-                    dn, qc[start:stop], gc, same_idx[start:stop], same_ok[start:stop]
+                    dn, qc[start:stop], gc, same_idx[start:stop], same_ok[start:stop],
+                    candidate_budget,
                 )
             else:
                 if bool(torch.isnan(d.max())):
                     raise ParameterError(f"{fn}: {what} contains NaN; check the features")
                 rows_t, ranks_t = ranks_torch(
-                    d, qc_t[start:stop], gc_t, idx_t[start:stop], ok_t[start:stop]
+                    d, qc_t[start:stop], gc_t, idx_t[start:stop], ok_t[start:stop],
+                    candidate_budget,
                 )
                 rows, ranks = rows_t.cpu().numpy(), ranks_t.cpu().numpy()
             del d

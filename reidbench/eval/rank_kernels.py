@@ -14,17 +14,27 @@ import torch
 # fresh page faults. A well-trained model on Market-1501 has ~0.5M candidates in all, a useless
 # one tens of millions. Peak extra memory at Market-1501 scale stays well under 1 GB.
 _CANDIDATE_BUDGET = 1_000_000
+# Above this share of candidates in a block, the numpy kernel keys every item of a row instead of
+# collecting the candidates (``_ranks_dense``): both sort, and collecting costs about one more
+# sort's worth of passes over the candidates, which pays only when it leaves most items out.
+_DENSE_SHARE = 0.5
 
 
 def _index_bits(num_g: int) -> int:
     return max(1, (num_g - 1).bit_length())
 
 
-def _candidate_groups(per_row: Sequence[int], row_cap: int) -> list[tuple[int, int]]:
-    """Split rows into runs of at most ``_CANDIDATE_BUDGET`` candidates and ``row_cap`` rows."""
+#: Bytes of working memory per candidate: its flat index, row, gallery index, distance and key,
+#: and the temporaries that build the key (an upper bound, for sizing a memory budget).
+CANDIDATE_BYTES = 100
+
+
+def _candidate_groups(per_row: Sequence[int], row_cap: int, budget: int) -> list[tuple[int, int]]:
+    """Split rows into runs of at most ``budget`` candidates and ``row_cap`` rows (a row with
+    more candidates than the budget is a run of its own)."""
     groups, start, acc = [], 0, 0
     for i, n in enumerate(per_row):
-        if i > start and (acc + n > _CANDIDATE_BUDGET or i - start >= row_cap):
+        if i > start and (acc + n > budget or i - start >= row_cap):
             groups.append((start, i))
             start, acc = i, 0
         acc += n
@@ -53,8 +63,10 @@ def ranks_numpy(
     g_cam: np.ndarray,
     same_idx: np.ndarray,
     same_ok: np.ndarray,
+    candidate_budget: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     c, num_g = d.shape
+    budget = _CANDIDATE_BUDGET if candidate_budget is None else candidate_budget
     same_cam = g_cam[same_idx] == q_cam[:, None]
     is_match = same_ok & ~same_cam
     if not is_match.any():
@@ -66,19 +78,17 @@ def ranks_numpy(
     gbits = _index_bits(num_g)
     packed = d.dtype == np.float32 and gbits <= 30
     row_cap = 1 << max(0, 31 - gbits) if packed else c
-    if np.count_nonzero(mask) <= _CANDIDATE_BUDGET and c <= row_cap:
+    num_candidates = np.count_nonzero(mask)
+    if num_candidates > _DENSE_SHARE * mask.size:
+        return _ranks_dense(d, same_idx, same_d, is_match, is_junk, budget)
+    if num_candidates <= budget and c <= row_cap:
         groups, per_row = [(0, c)], None  # the common case: skip the per-row count
     else:
         per_row = np.count_nonzero(mask, axis=1)
-        groups = _candidate_groups(per_row.tolist(), row_cap)
+        groups = _candidate_groups(per_row.tolist(), row_cap, budget)
 
     def key_of(r: np.ndarray, v: np.ndarray, g: np.ndarray) -> np.ndarray:
-        bits = (v + np.float32(0.0)).view(np.int32).astype(np.int64)
-        key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)) + (1 << 31)
-        key <<= gbits
-        key |= g
-        key |= r << (32 + gbits)
-        return key
+        return _packed_keys(r, v, g, gbits)
 
     rows_out, ranks_out = [], []
     for a, b in groups:
@@ -114,14 +124,86 @@ def ranks_numpy(
     return np.concatenate(rows_out), np.concatenate(ranks_out)
 
 
+def _packed_keys(r: np.ndarray, v: np.ndarray, g: np.ndarray, gbits: int) -> np.ndarray:
+    """The unique int64 key of (row, float32 distance, gallery index), in that order."""
+    bits = (v + np.float32(0.0)).view(np.int32).astype(np.int64)
+    key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)) + (1 << 31)
+    key <<= gbits
+    key |= g
+    key |= r << (32 + gbits)
+    return key
+
+
+def _ranks_dense(
+    d: np.ndarray,
+    same_idx: np.ndarray,
+    same_d: np.ndarray,
+    is_match: np.ndarray,
+    is_junk: np.ndarray,
+    budget: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``ranks_numpy`` when most items are candidates (a useless model, random distances).
+
+    Nothing is left out to collect, so each row is sorted whole, as plain values (a float sort,
+    the fastest numpy has), and an item's position in the (distance, gallery index) order is
+    the number of row values below its distance, from a binary search, plus the items of equal
+    distance and lower index, counted directly (exact ties of a match or a junk item are rare
+    with real distances; a block with more of them than rows takes each item's place in a
+    stable sort of its row instead). Ranks follow from the positions of the matches and the
+    junk as in the candidate path.
+    """
+    c, num_g = d.shape
+    rows_out, ranks_out = [], []
+    for a, b in _candidate_groups([num_g] * c, c, budget):
+        block = d[a:b]
+        mr, ms = np.nonzero(is_match[a:b])
+        jr, js = np.nonzero(is_junk[a:b])
+        r = np.concatenate([mr, jr])
+        order = np.argsort(r, kind="stable")
+        r = r[order]
+        slot = np.concatenate([ms, js])[order]
+        v, g = same_d[a:b][r, slot], same_idx[a:b][r, slot]
+        srt = np.sort(block, axis=1)
+        bounds = np.searchsorted(r, np.arange(b - a + 1))
+        below = np.empty(r.size, np.int64)
+        upto = np.empty(r.size, np.int64)
+        for i in np.flatnonzero(np.diff(bounds)).tolist():
+            lo, hi = bounds[i], bounds[i + 1]
+            below[lo:hi] = np.searchsorted(srt[i], v[lo:hi], "left")
+            upto[lo:hi] = np.searchsorted(srt[i], v[lo:hi], "right")
+        del srt
+        tied = np.flatnonzero(upto - below > 1)  # another item has exactly this distance
+        if tied.size > b - a:  # scanning rows for them would cost more than sorting stably
+            perm = np.argsort(block, axis=1, kind="stable")
+            place = np.empty_like(perm)
+            np.put_along_axis(place, perm, np.arange(num_g)[None, :], axis=1)
+            below = place[r, g]
+        else:
+            for k in tied.tolist():
+                below[k] += np.count_nonzero(block[r[k], : g[k]] == v[k])
+        pos = r * num_g + below  # unique: the (distance, index) order within the block
+        is_m = np.zeros(r.size, bool)
+        is_m[np.argsort(order)[: mr.size]] = True
+        m_pos, m_row = pos[is_m], r[is_m]
+        j_pos = np.sort(pos[~is_m])
+        junk_before = np.searchsorted(j_pos, m_pos) - np.searchsorted(j_pos, m_row * num_g)
+        ranks = below[is_m] - junk_before + 1
+        by_rank = np.argsort(m_pos)  # each row's matches by rank, as the candidate path lists them
+        rows_out.append(m_row[by_rank] + a)
+        ranks_out.append(ranks[by_rank])
+    return np.concatenate(rows_out), np.concatenate(ranks_out)
+
+
 def ranks_torch(
     d: torch.Tensor,
     q_cam: torch.Tensor,
     g_cam: torch.Tensor,
     same_idx: torch.Tensor,
     same_ok: torch.Tensor,
+    candidate_budget: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     c, num_g = d.shape
+    budget = _CANDIDATE_BUDGET if candidate_budget is None else candidate_budget
     device = d.device
     same_cam = g_cam[same_idx] == q_cam.unsqueeze(1)
     is_match = same_ok & ~same_cam
@@ -143,7 +225,7 @@ def ranks_torch(
         return (r << (32 + gbits)) | (key << gbits) | g
 
     rows_out, ranks_out = [], []
-    for a, b in _candidate_groups(per_row.tolist(), row_cap):
+    for a, b in _candidate_groups(per_row.tolist(), row_cap, budget):
         counts = per_row[a:b]
         flat = torch.nonzero(mask[a:b].reshape(-1)).squeeze(1)
         r = torch.repeat_interleave(torch.arange(b - a, device=device), counts)
