@@ -114,6 +114,59 @@ def _evaluate(args: argparse.Namespace) -> None:
             results_path.write_text(json.dumps({"condition": args.condition, "rows": rows}, indent=1))
 
 
+CONDITIONS = [  # (condition, what changed, epochs, the evaluation sets)
+    ("control", "the shipped embedded default before this study: 30 epochs, resnet_tiny, 96 ids", 30),
+    ("longer", "training to convergence: 60 epochs (the same schedule stretched)", 60),
+    ("more-ids", "twice the training identities and images (synthetic-mini-large; same test split)", 30),
+    ("wider", "a wider backbone: resnet_tiny_wide, widths 32-256, 1.2M parameters", 30),
+    ("rich", "identity cues beyond colour (synthetic-mini-rich: textures, hats, coats, back prints)", 30),
+]
+ORDER = ["baseline", "etndnet", "igoas", "aos", "aos-hard1", "aos-random", "jad", "advtrain", "fed", "apd"]
+
+
+def _rows(condition: str) -> list[dict]:
+    path = RESULTS / f"{condition}.json"
+    return json.loads(path.read_text())["rows"] if path.exists() else []
+
+
+def _table(args: argparse.Namespace) -> None:
+    """Markdown tables of every condition's results (printed; docs/embedded-default.md embeds them)."""
+    del args
+    out = []
+    models = ["baseline", "igoas", "aos", "jad", "etndnet", "advtrain"]
+    out.append("| condition | what changed | epochs | test set | " + " | ".join(models) + " |")
+    out.append("|---|---|---|---|" + "---|" * len(models))
+    for cond, what, epochs in CONDITIONS:
+        rows = [r for r in _rows(cond) if r["epoch"] == epochs]
+        for ds in dict.fromkeys(r["dataset"] for r in rows):
+            by = {r["model"]: r["mAP"] for r in rows if r["dataset"] == ds}
+            base = by.get("baseline")
+            cells = []
+            for m in models:
+                if m not in by:
+                    cells.append("–")
+                elif m == "baseline" or base is None:
+                    cells.append(f"{by[m]:.1f}")
+                else:
+                    cells.append(f"{by[m]:.1f} ({by[m] - base:+.1f})")
+            out.append(f"| {cond} | {what} | {epochs} | {ds} | " + " | ".join(cells) + " |")
+    out.append("")
+    curve = [r for r in _rows("longer")]
+    if curve:
+        epochs = sorted({r["epoch"] for r in curve})
+        out.append("Learning curve (condition `longer`), mAP on synthetic-mini | synthetic-mini-occluded:")
+        out.append("")
+        out.append("| model | " + " | ".join(f"epoch {e}" for e in epochs) + " |")
+        out.append("|---|" + "---|" * len(epochs))
+        for m in [m for m in ORDER if any(r["model"] == m for r in curve)]:
+            cells = []
+            for e in epochs:
+                v = {r["dataset"]: r["mAP"] for r in curve if r["model"] == m and r["epoch"] == e}
+                cells.append(" | ".join(f"{v[d]:.1f}" for d in EVAL_SETS if d in v).replace(" | ", " \\| ") or "–")
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+    print("\n".join(out))
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,8 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("condition")
     e.add_argument("--datasets", default=",".join(EVAL_SETS))
     e.add_argument("--threads", type=int, default=1)
+    sub.add_parser("table", help="print the tables of every condition (markdown)")
     args = ap.parse_args(argv)
-    {"train": _train, "evaluate": _evaluate}[args.cmd](args)
+    {"train": _train, "evaluate": _evaluate, "table": _table}[args.cmd](args)
 
 
 if __name__ == "__main__":

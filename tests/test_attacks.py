@@ -46,7 +46,7 @@ EXPECTED = {
     "mifgsm": "metric", "ifgsm": "metric", "fgsm": "metric", "sma": "metric", "fna": "metric", "lta": "metric",
     "pgd": "classification", "apgd-ce": "classification", "apgd-dlr": "classification",
     "square": "classification", "cw": "classification",
-    "erasing": "occlusion", "aos-window": "occlusion", "npo": "occlusion",
+    "erasing": "occlusion", "aos-window": "occlusion", "npo": "occlusion", "ntp": "occlusion",
     "fmap-erase": "feature-map", "fmap-transform": "feature-map", "fmap-noise": "feature-map",
     "noise": "noise",
 }  # fmt: skip
@@ -64,7 +64,8 @@ def make_context(model: nn.Module, split: TinySplit, seed: int = 0, dtype: torch
     pids = split.g_pids.unique()
     protos = torch.stack([gf[split.g_pids == p].mean(0) for p in pids])
     return AttackContext(guide_feats=gf, guide_pids=split.g_pids, guide_camids=split.g_camids, proto_feats=protos,
-                         proto_pids=pids, camids=split.q_camids, occluder_bank=split.gallery[::6], seed=seed)  # fmt: skip
+                         proto_pids=pids, camids=split.q_camids, occluder_bank=split.gallery[::6],
+                         occluder_pids=split.g_pids[::6], seed=seed)  # fmt: skip
 
 
 def build(name: str, model: nn.Module, split: TinySplit, seed: int = 0, dtype: torch.dtype = torch.float32,
@@ -212,7 +213,7 @@ def test_deterministic_under_seed_and_batching(name: str, tiny_split: TinySplit,
     assert torch.equal(first[order], shuffled)
 
 
-@pytest.mark.parametrize("name", ["sma", "lta", "noise", "erasing", "npo", "fmap-erase", "fmap-noise", "pgd"])
+@pytest.mark.parametrize("name", ["sma", "lta", "noise", "erasing", "npo", "ntp", "fmap-erase", "fmap-noise", "pgd"])
 def test_seed_changes_random_draws(name: str, model: nn.Module, tiny_split: TinySplit, batch: tuple) -> None:
     images, pids, index = batch
     a = run(build(name, model, tiny_split, seed=1), images, pids, index)

@@ -85,7 +85,7 @@ def _ctx(model: torch.nn.Module, recipe: object, images: torch.Tensor, labels: t
     return ctx
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "aos"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("aos", "apd", "aos-hard1", "aos-random")])
 def test_one_recipe_step_lowers_the_loss_on_a_fixed_batch(name: str) -> None:
     torch.manual_seed(0)
     model = make_tiny_model(name=name, num_classes=4).train()

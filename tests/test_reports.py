@@ -513,7 +513,7 @@ def test_markdown(run_dir: Path, tmp_path: Path, records: list[CellResult]) -> N
         assert f"]({files.name}/{p.name})" in text
     assert _r1map(_find(records, model="jad", attack="mifgsm", mode="adaptive")) in text
     csvs, texs = sorted(files.glob("*.csv")), sorted(files.glob("*.tex"))
-    assert len(csvs) == len(texs) == 6  # pivot, drop, defense, eps sweep, area sweep, papers
+    assert len(csvs) == len(texs) == 7  # reproduction, pivot, drop, defense, eps sweep, area sweep, papers
     assert FINGERPRINT in text and "Sanity checks" in text
 
 

@@ -48,8 +48,10 @@ from reidbench.attacks import classification as _classification  # noqa: E402,F4
 from reidbench.attacks import erasing as _erasing  # noqa: E402,F401  isort: skip
 from reidbench.attacks import aos_window as _aos_window  # noqa: E402,F401  isort: skip
 from reidbench.attacks import npo as _npo  # noqa: E402,F401  isort: skip
+from reidbench.attacks import ntp as _ntp  # noqa: E402,F401  isort: skip
 from reidbench.attacks import feature_map as _feature_map  # noqa: E402,F401  isort: skip
 from reidbench.attacks import noise as _noise  # noqa: E402,F401  isort: skip
+from reidbench.attacks import mpg as _mpg  # noqa: E402,F401  isort: skip
 from reidbench.attacks.classification import ClassificationAttack, GalleryClassifier  # noqa: E402
 from reidbench.attacks.factory import attack_entry, attack_params, canonical_name, create_attack  # noqa: E402
 

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reidbench.check._format import num, plural, signed
-from reidbench.check.golden import Golden, GoldenError, dataset_name, load_golden, run_fingerprint
+from reidbench.check.golden import (
+    Golden,
+    GoldenError,
+    dataset_name,
+    load_golden,
+    run_dataset,
+    run_fingerprint,
+)
 from reidbench.check.tolerances import (
     Tolerance,
     ToleranceRule,
@@ -164,7 +171,7 @@ def check_run(run_dir: str | Path, golden_path: str | Path, tols: Sequence[str] 
     if fp != golden.fingerprint:
         raise GoldenError(
             f"golden file {golden.path} was recorded on dataset {dataset_name(golden.dataset)} (fingerprint {golden.fingerprint}) "
-            f"but the run used {dataset_name(manifest.get('dataset', {}))} (fingerprint {fp}); the numbers are not comparable; "
+            f"but the run used {dataset_name(run_dataset(manifest))} (fingerprint {fp}); the numbers are not comparable; "
             "run on the golden file's data, or refresh the golden file with --update")  # fmt: skip
     attacks = {cid: c.attack for cid, c in golden.cells.items()}
     rules = [*default_rules(), *golden.rules(), *cli_rules(tols, attacks)]

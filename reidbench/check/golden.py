@@ -237,12 +237,37 @@ def _check_same_metrics(cells: Mapping[str, GoldenCell], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _run_datasets(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The run's datasets when it ran on more than one (``manifest.datasets``), by name; else []."""
+    many = manifest.get("datasets")
+    if isinstance(many, list) and len(many) > 1 and all(isinstance(d, Mapping) for d in many):
+        return sorted(many, key=lambda d: str(d.get("name", "")))
+    return []
+
+
 def run_fingerprint(manifest: Mapping[str, Any], run_dir: str | Path) -> str:
-    fp = manifest.get("dataset", {}).get("fingerprint") if isinstance(manifest.get("dataset"), dict) else None
+    """The run's dataset fingerprint; a run on several datasets has theirs joined with ``+``, by name."""
+    many = _run_datasets(manifest)
+    if many:
+        fps = [d.get("fingerprint") for d in many]
+        if all(isinstance(f, str) and f for f in fps):
+            return "+".join(fps)  # type: ignore[arg-type]
+        fp = None
+    else:
+        fp = manifest.get("dataset", {}).get("fingerprint") if isinstance(manifest.get("dataset"), dict) else None
     if not isinstance(fp, str) or not fp:
         raise DataError(f"{Path(run_dir) / 'manifest.json'} has no dataset fingerprint (key dataset.fingerprint); "
                         "a check needs it to know that the numbers come from the same data")  # fmt: skip
     return fp
+
+
+def run_dataset(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's ``dataset`` object as a golden file records it: for several datasets their names
+    joined with ``+`` and each one's entry under ``datasets``."""
+    many = _run_datasets(manifest)
+    if many:
+        return {"name": "+".join(str(d.get("name", "?")) for d in many), "datasets": [dict(d) for d in many]}
+    return dict(manifest.get("dataset") or {})
 
 
 def dataset_name(d: Mapping[str, Any]) -> str:
@@ -273,7 +298,7 @@ def build_golden(records: Sequence[CellResult], manifest: Mapping[str, Any], run
                  tolerances: Mapping[str, str] | None = None, created: datetime | None = None) -> dict[str, Any]:  # fmt: skip
     """The golden document for a run: every cell with all its metrics, and the run's provenance."""
     fp = run_fingerprint(manifest, run_dir)
-    dataset = dict(manifest["dataset"])
+    dataset = run_dataset(manifest)
     dataset["fingerprint"] = fp
     models = {}
     for name, info in (manifest.get("models") or {}).items():

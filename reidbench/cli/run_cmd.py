@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,16 @@ DEFAULT_ATTACKS: list[tuple[str, dict[str, Any]]] = [
     ("erasing", {"area": 0.1}), ("erasing", {"area": 0.2}), ("erasing", {"area": 0.3}), ("erasing", {"area": 0.4}),
     ("aos-window", {}), ("npo", {}),
     ("fmap-erase", {}), ("fmap-transform", {}), ("fmap-noise", {}),
+]  # fmt: skip
+
+# The default benchmark runs on the embedded default and on its occluded twin (Occluded-Duke
+# style queries), with the attacks that say something about occlusion there: clean accuracy,
+# test-time occlusion, feature-map erasing and the metric attacks at the middle budget.
+DEFAULT_DATASETS = ("synthetic-mini", "synthetic-mini-occluded")
+OCCLUDED_TWIN = "synthetic-mini-occluded"
+OCCLUDED_TWIN_ATTACKS: list[tuple[str, dict[str, Any]]] = [
+    ("none", {}), ("mifgsm", {"eps": 5}), ("sma", {}), ("lta", {}),
+    ("erasing", {"area": 0.2}), ("npo", {}), ("fmap-erase", {}),
 ]  # fmt: skip
 
 # The default benchmark evaluates each model as published (auto: JAD with its circuitous scaling)
@@ -106,6 +118,76 @@ def parse_checkpoints(items: tuple[str, ...], models: tuple[str, ...], surrogate
     return ck
 
 
+THREADS_HELP = ("CPU threads for torch: a number, or auto (the default): the CPUs this process may use less the load "
+                "average of the others at start, at least 1. With OMP_NUM_THREADS set, auto keeps it. The numbers do "
+                "not depend on it; on a shared machine more threads than idle cores make every step wait.")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity set, capped by a cgroup CPU quota if there is one."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def auto_threads() -> int:
+    """``--threads auto``: the usable CPUs less the 1-minute load average (rounded), at least 1,
+    and no more than torch's own default (its physical cores, or OMP_NUM_THREADS)."""
+    import os
+
+    import torch
+
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    return max(1, min(torch.get_num_threads(), usable_cpus() - busy))
+
+
+def thread_count(value: str | int | None, option: str = "--threads") -> int | None:
+    """The torch CPU thread count that ``--threads`` asks for (None: auto), or None to keep
+    torch's own (auto with OMP_NUM_THREADS set: the user chose already)."""
+    import os
+
+    text = "auto" if value is None else str(value).strip().lower()
+    if text == "auto":
+        return None if os.environ.get("OMP_NUM_THREADS") else auto_threads()
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1 or n > 4096:
+        raise ParameterError(f"{option} must be a whole number from 1 to 4096 or auto, not {value!r}")
+    return n
+
+
+@contextlib.contextmanager
+def cpu_threads(value: str | int | None, option: str = "--threads") -> Iterator[int]:
+    """Run the block with torch's CPU threads set from ``--threads``; the count in use before is
+    restored after it (a command invoked in-process, as the tests do, leaves no trace)."""
+    import torch
+
+    n = thread_count(value, option)
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def parse_model_options(items: tuple[str, ...], models: tuple[str, ...], surrogates: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """``--model-option MODEL:KEY=VALUE`` items; MODEL must be a model of this run."""
     names = list(dict.fromkeys([*models, *surrogates]))
@@ -136,7 +218,8 @@ def parse_model_options(items: tuple[str, ...], models: tuple[str, ...], surroga
 @click.option("--momentum", default=None, help="Momentum decay of M-IFGSM/LTA.")
 @click.option("--area", default=None, help="Occluded fraction for occlusion attacks; a comma list sweeps (e.g. 0.1,0.2,0.3).")
 @click.option("--attack-option", "attack_opts", multiple=True, metavar="KEY=VALUE", help="Any other attack parameter.")
-@click.option("--dataset", default="synthetic-mini", show_default=True, help="See `reidbench list datasets`.")
+@click.option("--dataset", "datasets", multiple=True, help="See `reidbench list datasets`; repeat to run the grid on each. "
+              "Default: synthetic-mini (the default benchmark: synthetic-mini and its occluded twin).")
 @click.option("--data-root", type=click.Path(), default=None, envvar="REIDBENCH_DATA", callback=nonempty_path, help="Folder holding the dataset folders (default $REIDBENCH_DATA).")
 @click.option("--checkpoint", "checkpoints", multiple=True, metavar="[MODEL=]PATH", help="Weights for a registered model (safetensors or a weights-only state dict).")
 @click.option("--model-option", "model_opts", multiple=True, metavar="MODEL:KEY=VALUE", help="e.g. jad:cs=false.")
@@ -152,16 +235,21 @@ def parse_model_options(items: tuple[str, ...], models: tuple[str, ...], surroga
 @click.option("--draws", type=click.IntRange(1, 100), default=5, show_default=True, help="Evaluation draws of a random defense (mean and worst case reported).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (`reidbench doctor` lists what this machine has).")
 @click.option("--batch-size", type=click.IntRange(1, 65536), default=None, help="Default 128 on CPU, 512 on GPU.")
+@click.option("--threads", default=None, metavar="N|auto", help=THREADS_HELP)
+@click.option("--memory-budget", default=None, metavar="SIZE",
+              help="Working memory of each evaluation, e.g. 2GB or 512MiB (default 512 MiB); the distances are ranked in "
+                   "query blocks that fit in it, with the same numbers at any budget.")
 @click.option("--amp", is_flag=True, help="bfloat16 autocast for feature extraction on CUDA only; check it with benchmarks/check_amp.py before trusting it.")
 @click.option("--save-adv", type=click.Path(file_okay=False), default=None, callback=nonempty_path, help="Also write PNGs of adversarial samples here.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write RUN/report.pdf at the end.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no results table: one summary line (where the results are, warnings, report).")
 def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, ...], adaptive: bool, oblivious: bool,
         targets: tuple[str, ...], surrogates: tuple[str, ...], eps: str | None, step: str | None, steps: str | None,
-        momentum: str | None, area: str | None, attack_opts: tuple[str, ...], dataset: str, data_root: Path | None,
+        momentum: str | None, area: str | None, attack_opts: tuple[str, ...], datasets: tuple[str, ...], data_root: Path | None,
         checkpoints: tuple[str, ...], model_opts: tuple[str, ...], out: Path, fresh: bool, resume: bool, seed: int,
         rerank: bool, distance: str | None, ap_variant: str, eot: int, draws: int, device: str, batch_size: int | None,
-        amp: bool, save_adv: Path | None, report: bool, quiet: bool, clean: bool) -> None:
+        amp: bool, save_adv: Path | None, report: bool, quiet: bool, clean: bool, threads: str | None = None,
+        memory_budget: str | None = None) -> None:
     """Run a benchmark grid: every --model x --defense x --attack (x sweeps), one row per cell.
 
     With no --model and no --attack it runs the default benchmark on the embedded default
@@ -174,6 +262,7 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
 
     del resume
     default_grid = not models and not attacks
+    default_models = not models
     if not models:
         models = tuple(n for n in MODELS.names() if shipped_checkpoint(n) is not None)
         if not models:
@@ -185,8 +274,14 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
         if text is not None:
             sweeps[key] = split_numbers(text, f"--{key}", integer=key == "steps")
     options = parse_kv(attack_opts)
+    dataset_attacks: dict[str, list[AttackRequest]] = {}
+    clean_only: list[str] = []
     if default_grid and not sweeps and not options:
         requests = [AttackRequest(n, p) for n, p in DEFAULT_ATTACKS]
+        if not datasets:
+            datasets = DEFAULT_DATASETS
+            dataset_attacks = {OCCLUDED_TWIN: [AttackRequest(n, p) for n, p in OCCLUDED_TWIN_ATTACKS]}
+        clean_only = [m for m in models if MODELS.get(m).card.ablation_of] if default_models else []
     else:
         requests = build_attacks(attacks or ("none",), sweeps, options)
     if clean and not any(r.name == "none" for r in requests):
@@ -200,13 +295,19 @@ def run(models: tuple[str, ...], attacks: tuple[str, ...], defenses: tuple[str, 
     dev = resolve_device(device)
     if amp and dev.type != "cuda":
         raise ParameterError(f"--amp autocasts feature extraction on CUDA only, and the device is {dev}; drop --amp or pass --device cuda")
-    spec = GridSpec(models=list(models), attacks=requests, dataset=dataset, data_root=data_root,
+    datasets = tuple(dict.fromkeys(datasets)) or ("synthetic-mini",)
+    spec = GridSpec(models=list(models), attacks=requests, dataset=datasets[0], datasets=list(datasets),
+                    dataset_attacks=dataset_attacks, clean_only=clean_only, data_root=data_root,
                     defenses=list(defenses) or (DEFAULT_DEFENSES if default_grid else ["auto"]), modes=modes, targets=list(targets) or ["query"],
                     surrogates=list(surrogates), checkpoints=ck, model_options=mopts, seed=seed, rerank=rerank,
                     distance=distance, ap_variant=ap_variant, eot=eot, draws=draws, batch_size=batch_size,
                     device=str(dev), amp=amp, save_adv=str(save_adv) if save_adv else None)  # fmt: skip
+    if memory_budget is not None:
+        from reidbench.eval.metrics import memory_budget_bytes
+
+        spec.memory_budget = memory_budget_bytes(memory_budget.strip(), "--memory-budget")
     command = "reidbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with quiet_progress(quiet):
+    with quiet_progress(quiet), cpu_threads(threads):  # the manifest records the count in use
         records = run_grid(spec, out, command=command, fresh=fresh, progress=not quiet)
     if launched_rank() != 0:  # under torchrun rank 0 alone writes the report and prints
         return

@@ -185,6 +185,12 @@ PRESETS: dict[str, Preset] = {
         occluded_queries=True, occluded_query_ratio=1.0, ext="jpg", exact_counts=True, revision=1,
         description="Occluded-Duke style: holistic training images, occluded queries, 8 cameras",
     ),
+    "tiny-occluded": Preset(
+        name="tiny-occluded", height=64, width=32, num_train_ids=24, num_test_ids=16, num_cameras=3,
+        train_images=192, query_images=32, gallery_images=96, distractors=8, junk=4,
+        occluded_queries=True, occluded_query_ratio=1.0,
+        description="synthetic-tiny's occluded twin, for unit tests",
+    ),
     "mini-occluded": Preset(
         name="mini-occluded", height=128, width=64, num_train_ids=96, num_test_ids=96, num_cameras=4,
         train_images=1152, query_images=192, gallery_images=960, distractors=96, junk=24,

@@ -34,11 +34,9 @@ from reidbench.data.images import to_float
 from reidbench.defenses.adaptive import Defended
 from reidbench.errors import ParameterError
 from reidbench.eval.artifacts import make_artifact, save_pngs
-from reidbench.eval.distance import compute_distance
 from reidbench.eval.distributed import gather_rows, shard
-from reidbench.eval.metrics import evaluate_rank, evaluate_rank_features
+from reidbench.eval.metrics import evaluate_features as rank_features
 from reidbench.eval.planning import PlannedCell, defense_is_random
-from reidbench.eval.rerank import check_rerank_fits, re_ranking
 from reidbench.eval.results import CellArtifact, CellConfig, CellResult
 from reidbench.eval.runtime import Runtime, SplitData
 from reidbench.progress import bar as tqdm
@@ -46,7 +44,7 @@ from reidbench.seeding import draw_seed
 
 SIDES = {"query": "query images", "gallery": "gallery images", "both": "query and gallery images"}
 BUDGET_KEYS = ("eps", "step", "steps", "momentum", "area")
-#: Occluder bank size: NPO cuts its occluders from this many clean images of the attacked set.
+#: Occluder bank size: NPO and NTP take their occluders from this many clean images of the attacked set.
 OCCLUDER_BANK = 64
 
 
@@ -143,12 +141,14 @@ def attack_context(rt: Runtime, entry: AttackEntry, split: SplitData, side: str,
     The other set's clean features (guides, prototypes) are computed once per crafting network
     and reused by every cell (``key``, see :func:`craft_key`)."""
     ctx = AttackContext(seed=seed)
-    own_imgs, _, own_cams = split.side(side)
+    own_imgs, own_pids, own_cams = split.side(side)
     if entry.uses_labels:
         ctx.camids = own_cams.to(rt.device)
     if entry.uses_occluder_bank:
         pick = torch.randperm(len(own_imgs), generator=torch.Generator().manual_seed(seed))[:OCCLUDER_BANK]
         ctx.occluder_bank = to_float(own_imgs[pick].to(rt.device))
+        if entry.uses_labels:  # the donors' identities, only to an occlusion that is given identities (NTP)
+            ctx.occluder_pids = own_pids[pick].to(rt.device)
     if entry.uses_guides or entry.uses_prototypes:
         other, o_pids, o_cams = split.other(side)
         other_side = "gallery" if side == "query" else "query"
@@ -278,21 +278,21 @@ def perturb(rt: Runtime, cfg: CellConfig, entry: AttackEntry, atk: Any, split: S
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluate_features(qf: torch.Tensor, gf: torch.Tensor, split: SplitData, cfg: CellConfig) -> dict[str, Any]:
-    """Metrics (percent) for one pair of feature sets; re-ranked ones under ``rr_`` when asked."""
+def evaluate_features(qf: torch.Tensor, gf: torch.Tensor, split: SplitData, cfg: CellConfig,
+                      memory_budget: int | str | None = None) -> dict[str, Any]:
+    """Metrics (percent) for one pair of feature sets; re-ranked ones under ``rr_`` when asked.
+    ``memory_budget`` bounds the evaluation's working memory (:func:`reidbench.eval.evaluate_features`)."""
     max_rank = min(50, len(gf))
     ids = (split.q_pids, split.g_pids, split.q_camids, split.g_camids)
-    # query blocks: the Q x G matrix is never held whole (MSMT17: 3.8 GB), with the same numbers
-    r = evaluate_rank_features(qf, gf, *ids, metric=cfg.distance, max_rank=max_rank, ap=cfg.ap_variant)
+    opts: dict[str, Any] = dict(metric=cfg.distance, max_rank=max_rank, ap=cfg.ap_variant, memory_budget=memory_budget)
+    # query blocks within the budget: the Q x G matrix is never held whole (MSMT17: 3.8 GB), same numbers
+    r = rank_features(qf, gf, *ids, **opts)
     out: dict[str, Any] = {
         "rank1": 100 * r.rank(1), "rank5": 100 * r.rank(min(5, max_rank)), "rank10": 100 * r.rank(min(10, max_rank)),
         "mAP": 100 * r.mAP, "mINP": 100 * r.mINP, "n_valid_query": int(r.num_valid),
     }  # fmt: skip
     if cfg.rerank:
-        check_rerank_fits(len(qf), len(gf))  # one line, before the N x N matrices exhaust memory
-        d = compute_distance(qf, gf, metric=cfg.distance)
-        rr = re_ranking(d, compute_distance(qf, qf, metric=cfg.distance), compute_distance(gf, gf, metric=cfg.distance))
-        r2 = evaluate_rank(rr, *ids, max_rank=max_rank, ap=cfg.ap_variant)
+        r2 = rank_features(qf, gf, *ids, rerank=True, **opts)  # refused in one line where it does not fit
         out.update({"rr_rank1": 100 * r2.rank(1), "rr_mAP": 100 * r2.mAP, "rr_mINP": 100 * r2.mINP})
     return out
 
@@ -313,7 +313,7 @@ def evaluate_draws(rt: Runtime, cfg: CellConfig, split: SplitData, pert: Perturb
         else:
             gf = rt.features(net, pert.gallery, defense=defense, fmap_hook=hook_g, amp=rt.spec.amp)
         qf = rt.features(net, pert.query, defense=defense, fmap_hook=hook_q, amp=rt.spec.amp)
-        per_draw.append(evaluate_features(qf, gf, split, cfg))
+        per_draw.append(evaluate_features(qf, gf, split, cfg, rt.spec.memory_budget))
         first = first or (qf, gf)
     assert first is not None
     return per_draw, first[0], first[1]

@@ -70,8 +70,13 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
 
 
+def _dataset_json(ds: Any) -> dict[str, Any]:
+    return {"name": ds.name, "fingerprint": ds.fingerprint, "root": str(ds.root),
+            "n_query": len(ds.query), "n_gallery": len(ds.gallery), "n_train": len(ds.train)}  # fmt: skip
+
+
 def write_manifest(run_dir: Path, spec: GridSpec, rt: Runtime, command: str, cells: list[PlannedCell],
-                   world_size: int = 1) -> dict[str, Any]:
+                   world_size: int = 1, datasets: list[Any] | None = None) -> dict[str, Any]:
     models: dict[str, Any] = {}
     for name in dict.fromkeys([*spec.models, *spec.surrogates]):
         card = rt.card(name)
@@ -140,8 +145,8 @@ def write_manifest(run_dir: Path, spec: GridSpec, rt: Runtime, command: str, cel
         "seed": spec.seed,
         "command": command,
         "config": spec.to_json(),
-        "dataset": {"name": rt.dataset.name, "fingerprint": rt.dataset.fingerprint, "root": str(rt.dataset.root),
-                    "n_query": len(rt.dataset.query), "n_gallery": len(rt.dataset.gallery), "n_train": len(rt.dataset.train)},
+        "dataset": _dataset_json(rt.dataset),
+        "datasets": [_dataset_json(d) for d in (datasets or [rt.dataset])],
         "models": models,
         "defenses": defenses,
         "attacks": attacks,
@@ -220,17 +225,17 @@ def _todo(run_dir: Path, cells: list[PlannedCell]) -> tuple[dict[str, CellResult
     return done, todo
 
 
-def _run_cells(rt: Runtime, run_dir: Path, cells: list[PlannedCell], progress: bool,
+def _run_cells(rts: dict[str, Runtime], run_dir: Path, cells: list[PlannedCell], progress: bool,
                done: dict[str, CellResult], todo: list[str]) -> None:
-    """Run the cells ``todo``, writing each record (and artifact) as it ends; under torchrun every
-    rank computes and rank 0 alone writes."""
-    write = rt.dist.is_main
+    """Run the cells ``todo`` (each on its dataset's runtime), writing each record (and artifact)
+    as it ends; under torchrun every rank computes and rank 0 alone writes."""
+    write = next(iter(rts.values())).dist.is_main
     wanted = set(todo)
     with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="cells", unit="cell",
               disable=not (progress and write), position=0) as bar:  # fmt: skip
         for plan in (c for c in cells if c.config.cell_id in wanted):
             bar.set_postfix_str(plan.config.label()[:60], refresh=True)
-            result, artifact = run_cell(rt, plan)
+            result, artifact = run_cell(rts[plan.config.dataset], plan)
             if write:
                 if artifact is not None:
                     artifact.save(artifact_path(run_dir, result.cell_id))
@@ -269,9 +274,11 @@ def _run_grid(spec: GridSpec, run_dir: Path, dist: distributed.Dist, device: tor
         rt.model(name)  # fail early on an unknown model or a bad checkpoint
     cards = {n: rt.card(n) for n in spec.models}
     cells = plan_cells(spec, cards, {n: rt.bare(n) for n in spec.models})  # validates before any data is read
-    rt.dataset = load_dataset(spec.dataset, spec.data_root)
-    if dist.active:
-        distributed.check_work(dist.world_size, len(rt.dataset.query), rt.dataset.name)
+    rts = {name: rt.for_dataset(load_dataset(name, spec.data_root)) for name in spec.dataset_names()}
+    rt = rts[spec.dataset_names()[0]]
+    for r in rts.values():
+        if dist.active:
+            distributed.check_work(dist.world_size, len(r.dataset.query), r.dataset.name)  # type: ignore[union-attr]
     # one path for one process and for torchrun: without a process group the broadcasts return
     # their argument and the barrier is a no-op
     with ExitStack() as held:
@@ -282,7 +289,8 @@ def _run_grid(spec: GridSpec, run_dir: Path, dist: distributed.Dist, device: tor
             try:
                 held.enter_context(run_dir_lock(run_dir, timeout))
                 _clear(run_dir, fresh)
-                write_manifest(run_dir, spec, rt, command, cells, world_size=dist.world_size)
+                write_manifest(run_dir, spec, rt, command, cells, world_size=dist.world_size,
+                               datasets=[r.dataset for r in rts.values()])  # type: ignore[misc]
                 done, todo = _todo(run_dir, cells)
             except ReidbenchError as exc:
                 dist.broadcast_object((str(exc), []))  # the others stop with the same line
@@ -290,7 +298,7 @@ def _run_grid(spec: GridSpec, run_dir: Path, dist: distributed.Dist, device: tor
         failure, todo = dist.broadcast_object((failure, todo))
         if failure is not None:
             raise ReidbenchError(failure)
-        _run_cells(rt, run_dir, cells, progress, done, todo)
+        _run_cells(rts, run_dir, cells, progress, done, todo)
         records = finalize(run_dir, cells) if dist.is_main else []
         dist.barrier()  # the others end only once rank 0 has written everything
         return records

@@ -46,6 +46,11 @@ class GridSpec:
     attacks: list[AttackRequest]
     dataset: str = "synthetic-mini"
     data_root: str | Path | None = None
+    # more than one dataset: every cell on each (``dataset`` is then ignored); ``dataset_attacks``
+    # replaces ``attacks`` on the datasets it names (the default benchmark's occluded twin)
+    datasets: list[str] = field(default_factory=list)
+    dataset_attacks: dict[str, list[AttackRequest]] = field(default_factory=dict)
+    clean_only: list[str] = field(default_factory=list)  # models run on clean cells only (a paper's ablations)
     defenses: list[str] = field(default_factory=lambda: ["auto"])
     modes: list[str] = field(default_factory=lambda: list(MODES))
     targets: list[str] = field(default_factory=lambda: ["query"])
@@ -64,6 +69,12 @@ class GridSpec:
     samples: int = 6  # queries stored per cell for the report's pictures
     save_adv: str | None = None  # a folder for PNGs of adversarial samples
     save_adv_count: int = 16
+    # Working memory of each evaluation (bytes or a size such as "2GB"; None: 512 MiB); it does
+    # not change the numbers (reidbench.eval.evaluate_features).
+    memory_budget: int | str | None = None
+
+    def dataset_names(self) -> list[str]:
+        return list(dict.fromkeys(self.datasets)) or [self.dataset]
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -143,20 +154,22 @@ def plan_cells(spec: GridSpec, cards: dict[str, Any], models: dict[str, nn.Modul
     check_axes(spec)
     cells: list[PlannedCell] = []
     seen: set[str] = set()
-    for model in spec.models:
-        card = cards[model]
-        for defense in dict.fromkeys(resolve_defense(d, card) for d in spec.defenses):
-            base = dict(model=model, dataset=spec.dataset, defense=defense, seed=spec.seed, rerank=spec.rerank,
-                        distance=spec.distance or card.distance, ap_variant=spec.ap_variant)  # fmt: skip
-            for req in spec.attacks:
-                if req.name == "none":
-                    plans = [PlannedCell(CellConfig(**base), None)]
-                else:
-                    plans = attack_cells(base, req, defense, spec)
-                    if models is not None:
-                        create_attack(req.name, models[model], **plans[0].request.params)  # type: ignore[union-attr]
-                for p in plans:
-                    if p.config.cell_id not in seen:
-                        seen.add(p.config.cell_id)
-                        cells.append(p)
+    for dataset in spec.dataset_names():
+        for model in spec.models:
+            card = cards[model]
+            for defense in dict.fromkeys(resolve_defense(d, card) for d in spec.defenses):
+                base = dict(model=model, dataset=dataset, defense=defense, seed=spec.seed, rerank=spec.rerank,
+                            distance=spec.distance or card.distance, ap_variant=spec.ap_variant)  # fmt: skip
+                requests = spec.dataset_attacks.get(dataset, spec.attacks)
+                for req in [r for r in requests if r.name == "none"] if model in spec.clean_only else requests:
+                    if req.name == "none":
+                        plans = [PlannedCell(CellConfig(**base), None)]
+                    else:
+                        plans = attack_cells(base, req, defense, spec)
+                        if models is not None:
+                            create_attack(req.name, models[model], **plans[0].request.params)  # type: ignore[union-attr]
+                    for p in plans:
+                        if p.config.cell_id not in seen:
+                            seen.add(p.config.cell_id)
+                            cells.append(p)
     return cells

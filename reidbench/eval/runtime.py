@@ -106,6 +106,14 @@ class Runtime:
         self._gallery: dict[str, torch.Tensor] = {}
         self._features: dict[tuple[Any, ...], torch.Tensor] = {}
 
+    def for_dataset(self, dataset: ReIDDataset) -> Runtime:
+        """A runtime for another dataset of the same run: the models are shared, the images and
+        every feature cache are its own."""
+        rt = Runtime(self.spec, dataset, self.run_dir, progress=self.progress, dist=self.dist, device=self.device)
+        rt.progress = self.progress
+        rt._models = self._models
+        return rt
+
     # models ------------------------------------------------------------------------------
     def model(self, name: str) -> nn.Module:
         if name not in self._models:

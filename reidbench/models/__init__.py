@@ -28,6 +28,8 @@ from reidbench.models import igoas as _igoas  # noqa: E402,F401  isort: skip
 from reidbench.models import jad as _jad  # noqa: E402,F401  isort: skip
 from reidbench.models import aos as _aos  # noqa: E402,F401  isort: skip
 from reidbench.models import advtrain as _advtrain  # noqa: E402,F401  isort: skip
+from reidbench.models import fed as _fed  # noqa: E402,F401  isort: skip
+from reidbench.models import apd as _apd  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "MODELS",

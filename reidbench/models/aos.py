@@ -38,3 +38,25 @@ register_model(
         ),
     )
 )
+
+# The paper's ablations (its Table 1): the same retraining with the hardest position only, or
+# with a uniformly random one. The default benchmark measures their clean accuracy for the
+# reproduction table.
+for _variant, _what in (("hard1", "Hard-1: the argmax of each sensitivity map"),
+                        ("random", "Random: a uniformly random position, no search")):
+    register_model(
+        ModelEntry(
+            card=ModelCard(
+                name=f"aos-{_variant}",
+                method=f"AOS ({_what.split(':')[0]} ablation)",
+                paper="Huang et al., Adversarially Occluded Samples for Person Re-identification, CVPR 2018 (Table 1)",
+                code="huanghoujing/AOS4ReID",
+                num_classes=96,
+                recipe="aos",
+                recipe_options={"variant": _variant},
+                ablation_of="aos",
+                deviations=COMMON_DEVIATIONS + (f"The ablation of AOS's Table 1 in which the occluding square's position is {_what}.",),
+                **EMBEDDED,  # type: ignore[arg-type]
+            ),
+        )
+    )

@@ -120,6 +120,14 @@ def resnet_tiny(imagenet_weights: str | Path | None = None) -> tuple[nn.Module, 
     return TinyResNet(), 128
 
 
+def resnet_tiny_wide(imagenet_weights: str | Path | None = None) -> tuple[nn.Module, int]:
+    """resnet_tiny with twice the widths (32-256, about 1.2M parameters): the embedded default's
+    capacity experiment (docs/embedded-default.md)."""
+    if imagenet_weights:
+        raise CheckpointError("resnet_tiny_wide has no ImageNet weights; use resnet18 or resnet50 for that")
+    return TinyResNet(widths=(32, 64, 128, 256)), 256
+
+
 def resnet_test(imagenet_weights: str | Path | None = None) -> tuple[nn.Module, int]:
     """A minimal backbone for unit tests."""
     del imagenet_weights
@@ -130,6 +138,7 @@ BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "resnet50": resnet50,
     "resnet18": resnet18,
     "resnet_tiny": resnet_tiny,
+    "resnet_tiny_wide": resnet_tiny_wide,
     "resnet_test": resnet_test,
 }
 

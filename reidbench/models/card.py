@@ -46,6 +46,8 @@ class ModelCard:
     deviations: tuple[str, ...] = ()
     code: str = ""
     notes: str = ""
+    recipe_options: dict[str, Any] = field(default_factory=dict)  # the recipe's options for this model (ablations)
+    ablation_of: str = ""  # a paper's ablation of that model: the default benchmark measures its clean accuracy only
 
     def replace(self, **changes: Any) -> ModelCard:
         return dataclasses.replace(self, **changes)

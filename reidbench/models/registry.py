@@ -60,12 +60,16 @@ class ModelEntry:
     ``cs``); without one, the defense is always on.
     ``configure(model, **options)``: an optional hook for inference-path settings that need
     nothing above ``reidbench.models``.
+    ``network``: the class :func:`build_model` instantiates, with :class:`ReIDModel`'s arguments;
+    a model whose inference path is more than backbone + BNNeck head (FED's part pooling and
+    occlusion scores) subclasses :class:`ReIDModel`.
     """
 
     card: ModelCard
     configure: Callable[..., None] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     inference_switch: str | None = None
+    network: type[ReIDModel] = ReIDModel
 
     def __post_init__(self) -> None:
         if self.inference_switch is not None and self.inference_switch not in self.options:
@@ -122,7 +126,8 @@ def list_models(pattern: str = "*", *, method: str | None = None) -> list[ModelC
 def build_model(card: ModelCard, *, imagenet_weights: str | Path | None = None) -> ReIDModel:
     """An untrained network shaped as ``card`` says."""
     backbone, feat_dim = build_backbone(card.backbone, imagenet_weights)
-    return ReIDModel(
+    network = MODELS.get(card.name).network if card.name in MODELS else ReIDModel
+    return network(
         backbone, feat_dim, card.num_classes, mean=card.mean, std=card.std,
         pooling=card.pooling, input_size=card.input_size,
     )  # fmt: skip

@@ -49,6 +49,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, fmt: str | 
     run = load_run(run_dir)
     path = Path(out) if out is not None else Path(run_dir) / f"report.{kind}"
     report = build_report(run, metrics=metrics, title=title)
+    for t in report.tables:  # results-derived files beside the records
+        if t.key == "reproduction":
+            from reidbench.eval.results import atomic_write_text
+
+            atomic_write_text(Path(run_dir) / "reproduction.md", t.to_markdown() + "\n")
+            atomic_write_text(Path(run_dir) / "reproduction.csv", t.to_csv())
     if kind == "pdf":
         from reidbench.reports.pdf import write_pdf
 

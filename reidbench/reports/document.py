@@ -270,11 +270,15 @@ def build_report(run: RunData, *, metrics: Sequence[str] = ("rank1", "mAP"), tit
     threat_lines, threat_tables = _threats(run)
     ds = _get(m, "dataset", default={})
     fp = _get(ds, "fingerprint") or (recs[0].fingerprint if recs else "")
+    many = [d for d in (_get(m, "datasets", default=[]) or []) if isinstance(d, dict)]
+    known_fps = {fp, *(str(d.get("fingerprint", "")) for d in many)}
+    ds_text = (", ".join(f"{_text(d.get('name'))} (fingerprint {_text(d.get('fingerprint'))})" for d in many) if len(many) > 1
+               else f"{_text(_get(ds, 'name') or recs[0].config.dataset)} (fingerprint {_text(fp)})")
     facts = [
         ("run", str(run.path.resolve().name)),
         ("created", _text(_get(m, "created"))),
         ("reidbench", _text(_get(m, "reidbench_version", default=__version__))),
-        ("dataset", f"{_text(_get(ds, 'name') or recs[0].config.dataset)} (fingerprint {_text(fp)})"),
+        ("datasets" if len(many) > 1 else "dataset", ds_text),
         ("cells", f"{len(recs)} finished: " + ", ".join(f"{n} {f}" for f, n in sorted(_count(r.family for r in recs).items()))),
         ("models", ", ".join(C.model_order(recs, m))),
         ("attacks", ", ".join(sorted({r.config.attack for r in recs if r.config.attack != "none"})) or "none"),
@@ -284,7 +288,7 @@ def build_report(run: RunData, *, metrics: Sequence[str] = ("rank1", "mAP"), tit
         n_rk = sum(C.reranked_view(r) is not None for r in recs)
         facts.append(("re-ranking", f"on for {sum(r.config.rerank for r in recs)} cells ({T.rerank_text()}); "
                       f"{n_rk} of them recorded re-ranked metrics, shown on the '+ RK' rows and lines beside the plain ones"))  # fmt: skip
-    mismatched = sorted({r.fingerprint for r in recs if r.fingerprint and fp and r.fingerprint != fp})
+    mismatched = sorted({r.fingerprint for r in recs if r.fingerprint and fp and r.fingerprint not in known_fps})
     notes = list(run.notes)
     if mismatched:
         notes.append(f"{len(mismatched)} record(s) carry a dataset fingerprint other than the manifest's: {', '.join(mismatched)}.")
@@ -292,7 +296,8 @@ def build_report(run: RunData, *, metrics: Sequence[str] = ("rank1", "mAP"), tit
     warnings = sorted({(C.cell_label(r), w) for r in recs for w in r.warnings})
     return Report(
         title=title or "reidbench robustness report",
-        subtitle=f"{_text(_get(ds, 'name') or recs[0].config.dataset)} · {len(recs)} cells · {run.path.resolve().name}",
+        subtitle=f"{' + '.join(_text(d.get('name')) for d in many) if len(many) > 1 else _text(_get(ds, 'name') or recs[0].config.dataset)}"
+                 f" · {len(recs)} cells · {run.path.resolve().name}",
         facts=facts,
         command=str(_get(m, "command", default="")),
         info_tables=info,

@@ -409,6 +409,57 @@ def _num(v: Any) -> float | None:
 def all_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None, *,
                metrics: Sequence[str] = ("rank1", "mAP")) -> list[Table]:  # fmt: skip
     """Every table of the report, in report order; tables without data are left out."""
-    return [*pivot_tables(records, manifest, metrics=metrics), *drop_tables(records, manifest),
+    return [*reproduction_tables(records, manifest), *pivot_tables(records, manifest, metrics=metrics),
+            *dataset_pair_tables(records, manifest), *drop_tables(records, manifest),
             *defense_tables(records, manifest, metrics=metrics), *sweep_tables(records, manifest, param="eps", metrics=metrics),
             *sweep_tables(records, manifest, param="area", metrics=metrics), *paper_tables(records, manifest)]  # fmt: skip
+
+
+def reproduction_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None) -> list[Table]:
+    """"Do the papers' findings hold here?" when the run measures at least one published claim."""
+    from reidbench.reports import reproduction as R
+
+    cells = R.from_records(records)
+    t = R.reproduction_table(cells, R.infer_setting(cells, _trained_on(manifest)))
+    return [t] if any(row[-1] != R.NOT_MEASURED for row in t.rows) else []
+
+
+def _trained_on(manifest: dict[str, Any] | None) -> list[str]:
+    models = (manifest or {}).get("models") or {}
+    return [((info or {}).get("card") or {}).get("train_dataset", "") for info in models.values() if isinstance(info, dict)]
+
+
+def dataset_pair_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None, *,
+                        metric: str = "mAP") -> list[Table]:  # fmt: skip
+    """The models' own dataset beside each other dataset of the run, attack by attack: the
+    occluded twin (holistic vs occluded queries) or another domain (in-domain vs cross-domain)."""
+    gs = C.grids(records, manifest)
+    if len(gs) < 2:
+        return []
+    trained = _trained_on(manifest)
+    ref = next((g for g in gs if g.scope.dataset in trained), gs[0])
+    out = []
+    for g in gs:
+        if g is ref or g.scope.ap_variant != ref.scope.ap_variant:
+            continue
+        theirs, attacks_there = set(g.attack_rows), set(g.attacks)
+        rows = [k for k in ref.attack_rows if k in theirs]
+        attacks = [a for a in ref.attacks if a in attacks_there]
+        if not rows or not attacks:
+            continue
+        rlab, alab = C.row_labels(rows), C.attack_labels(attacks)
+        occluded = "occluded" in g.scope.dataset and "occluded" not in ref.scope.dataset
+        a_name, b_name = ("holistic", "occluded") if occluded else ("in-domain", "cross-domain")
+        cols = (Column("Model", label=True), *(Column(alab[a], (a_name, b_name), template="{} | {}") for a in attacks))
+        body = tuple((rlab[k], *((_metric(ref.headline_cell(k, a), metric) if ref.headline_cell(k, a) else None,
+                                  _metric(g.headline_cell(k, a), metric) if g.headline_cell(k, a) else None)
+                                 for a in attacks)) for k in rows)  # fmt: skip
+        what = ("the same models on holistic queries and on occluded queries (Occluded-Duke style)" if occluded else
+                f"models trained on {ref.scope.dataset} evaluated there (in-domain) and on {g.scope.dataset}, "
+                "which they never saw (cross-domain), as JAD's Table 2 and the APD paper report generalisation")
+        out.append(Table(f"pair-{slug(g.scope.dataset)}", f"{ref.scope.dataset} vs {g.scope.dataset}: {a_name} | {b_name}",
+                         cols, body, caption=f"{METRIC_LONG[metric]} (%) of {what}; each cell is "
+                         f"'{a_name} | {b_name}' under that column's attack.",
+                         notes=(f"Datasets: {ref.scope.dataset} ({a_name}), {g.scope.dataset} ({b_name}).",),
+                         span=f"{METRIC_LONG[metric]} (%)", scope=g.scope))  # fmt: skip
+    return out

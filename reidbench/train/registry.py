@@ -36,4 +36,4 @@ def recipe_for(model: str) -> type[Recipe]:
 
 def create_recipe(model: str, **options: Any) -> Recipe:
     """The recipe that trains registered model ``model``, with recipe ``options``."""
-    return recipe_for(model)(**options)
+    return recipe_for(model)(**{**MODELS.get(model).card.recipe_options, **options})

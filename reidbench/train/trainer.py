@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from reidbench.models.base import ReIDModel, TrainOutput
+from reidbench.models.card import ModelCard
 from reidbench.ops import sample_region
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,12 @@ class Recipe:
 
     def loss(self, out: TrainOutput, y: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
         return reid_loss(out, y, ctx.cfg)
+
+    def save_artifacts(self, checkpoint: Path, card: ModelCard) -> list[Path]:
+        """Files besides the checkpoint that training made (APD's MPG-Net generator), written
+        beside ``checkpoint`` after it; returns their paths. None by default."""
+        del checkpoint, card
+        return []
 
     def step(self, x: torch.Tensor, y: torch.Tensor, ctx: TrainContext) -> dict[str, float]:
         opt = ctx.optimizers[0]

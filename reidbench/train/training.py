@@ -36,8 +36,11 @@ EMBEDDED_CONFIG = TrainConfig(lr=3e-3, triplet_weight=1.0, p=16, k=4).scaled(30)
 FULL_CONFIG = TrainConfig(lr=3.5e-4, triplet_weight=1.0, p=8, k=8)
 
 
+EMBEDDED_BACKBONES = ("resnet_tiny", "resnet_tiny_wide", "resnet_test")  # 128x64 and the embedded schedule
+
+
 def default_config(backbone: str) -> TrainConfig:
-    return EMBEDDED_CONFIG if backbone in ("resnet_tiny", "resnet_test") else FULL_CONFIG
+    return EMBEDDED_CONFIG if backbone in EMBEDDED_BACKBONES else FULL_CONFIG
 
 
 def train_registered(
@@ -63,7 +66,7 @@ def train_registered(
     card = entry.card
     backbone = backbone or card.backbone
     if input_size is None:
-        input_size = card.input_size if backbone == card.backbone else (256, 128)
+        input_size = card.input_size if backbone == card.backbone or backbone in EMBEDDED_BACKBONES else (256, 128)
     cfg = config or default_config(backbone)
     torch.manual_seed(cfg.seed)
     ds = load_dataset(dataset, data_root)
@@ -99,4 +102,6 @@ def train_registered(
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     card = save_checkpoint(model.cpu(), card, out, extra=extra)
+    for path in recipe.save_artifacts(out, card):
+        log.info("wrote %s", path)
     return card, out

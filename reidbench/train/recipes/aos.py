@@ -13,7 +13,8 @@ Three stages, all run by ``reidbench train --model aos``:
    of the true class, and blur each score map 3x3;
 3. retrain from scratch, replacing each sample with p = 0.5 by its occluded version: the
    ``sampling`` variant draws a position with probability proportional to its (positive) score,
-   the ``hard1`` variant takes the argmax.
+   the ``hard1`` variant takes the argmax, and the paper's ``random`` ablation (its Table 1)
+   draws a position uniformly, with the same square and probability and no search.
 
 The same sliding-window search, scored by the embedding's drop in similarity, is the test-time
 ``aos-window`` attack.
@@ -68,8 +69,8 @@ class AOSRecipe(Recipe):
 
     def __init__(self, variant: str = "sampling", p: float = 0.5, area: float = 0.1, stride_at_256: float = 10.0,
                  stage1_checkpoint: str | None = None, **hparams: Any) -> None:
-        if variant not in ("sampling", "hard1"):
-            raise ParameterError(f"AOS variant must be 'sampling' or 'hard1', not {variant!r}")
+        if variant not in ("sampling", "hard1", "random"):
+            raise ParameterError(f"AOS variant must be 'sampling', 'hard1' or 'random', not {variant!r}")
         super().__init__(variant=variant, p=p, area=area, stride_at_256=stride_at_256,
                          stage1_checkpoint=stage1_checkpoint, **hparams)  # fmt: skip
         self.variant, self.p, self.area, self.stride_at_256 = variant, p, area, stride_at_256
@@ -81,6 +82,10 @@ class AOSRecipe(Recipe):
         self.side = max(1, int(round(math.sqrt(self.area * h * w))))
         self.stride = max(1, int(round(self.stride_at_256 * h / 256)))
         self.tops, self.lefts = window_grid(h, w, self.side, self.stride)
+        self.fill = ctx.model.mean.view(3).detach().cpu()
+        if self.variant == "random":  # the paper's Random ablation: no model, no search
+            self.maps = torch.zeros(len(ctx.images), len(self.tops), len(self.lefts))
+            return
         stage1 = copy.deepcopy(ctx.model)
         if self.stage1_checkpoint:
             from reidbench.models.checkpoints import load_into, read_state_dict
@@ -91,7 +96,6 @@ class AOSRecipe(Recipe):
             train(stage1, BaselineRecipe(), ctx.images, ctx.labels, ctx.camids, ctx.cfg, device=ctx.device)
         ctx.log("AOS stage 2: occlusion sensitivity search over the training set")
         self.maps = sensitivity_maps(stage1.to(ctx.device), ctx.images, ctx.labels, self.side, self.stride, ctx.device)
-        self.fill = ctx.model.mean.view(3).detach().cpu()
         del stage1
 
     def pre_augment(self, x: torch.Tensor, idx: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
@@ -105,6 +109,8 @@ class AOSRecipe(Recipe):
             scores = self.maps[i].flatten()
             if self.variant == "hard1":
                 k = int(scores.argmax())
+            elif self.variant == "random":
+                k = int(torch.randint(len(scores), (1,), generator=ctx.gen))
             else:
                 weights = scores.clamp(min=0) + 1e-8
                 k = int(torch.multinomial(weights, 1, generator=ctx.gen))
