@@ -370,7 +370,9 @@ def test_evaluate_features_refuses_a_rerank_that_does_not_fit(monkeypatch: pytes
     def never(*args, **kwargs):
         raise AssertionError("no distance may be computed before the refusal")
 
-    monkeypatch.setattr(metrics, "compute_distance", never)
+    for name in ("compute_distance", "distance_blocks"):  # what the re-ranking computes its distances with
+        if hasattr(rerank, name):
+            monkeypatch.setattr(rerank, name, never)
     with pytest.raises(ReidbenchError) as info:
         evaluate_features(qf, gf, *labels, rerank=True)
     assert "\n" not in str(info.value) and "without --rerank" in str(info.value)
