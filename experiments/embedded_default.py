@@ -19,6 +19,7 @@ side by side on a 2-core machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -33,8 +34,6 @@ EVAL_SETS = ["synthetic-mini", "synthetic-mini-occluded"]
 
 
 def _train(args: argparse.Namespace) -> None:
-    import dataclasses
-
     import torch
 
     from reidbench.models.checkpoints import save_checkpoint
@@ -109,7 +108,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             rows.append({"condition": args.condition, "model": tag, "recipe": card.recipe, "epoch": int(epoch),
                          "dataset": ds, "train_dataset": card.train_dataset, "backbone": card.backbone,
                          "defense": rec.config.defense, "checkpoint": ck.name,
-                         "rank1": round(rec.rank1, 2), "mAP": round(rec.mAP, 2), "mINP": round(rec.mINP, 2)})
+                         "rank1": round(rec.rank1, 4), "mAP": round(rec.mAP, 4), "mINP": round(rec.mINP, 4)})
             print(f"{args.condition} {tag} e{epoch} on {ds}: R1 {rec.rank1:.1f} mAP {rec.mAP:.1f}", flush=True)
             results_path.write_text(json.dumps({"condition": args.condition, "rows": rows}, indent=1))
 
@@ -164,7 +163,58 @@ def _table(args: argparse.Namespace) -> None:
                 v = {r["dataset"]: r["mAP"] for r in curve if r["model"] == m and r["epoch"] == e}
                 cells.append(" | ".join(f"{v[d]:.1f}" for d in EVAL_SETS if d in v).replace(" | ", " \\| ") or "–")
             out.append(f"| {m} | " + " | ".join(cells) + " |")
+    final = [r for r in _rows("longer") if r["epoch"] == 60]
+    if final:
+        out.append("")
+        out.append("Every shipped model at 60 epochs (the new default), mAP and the change against the baseline:")
+        out.append("")
+        out.append("| model | " + " | ".join(EVAL_SETS) + " |")
+        out.append("|---|" + "---|" * len(EVAL_SETS))
+        base = {r["dataset"]: r["mAP"] for r in final if r["model"] == "baseline"}
+        for m in [m for m in ORDER if any(r["model"] == m for r in final)]:
+            v = {r["dataset"]: r["mAP"] for r in final if r["model"] == m}
+            cells = [("–" if d not in v else f"{v[d]:.1f}" if m == "baseline" else f"{v[d]:.1f} ({v[d] - base[d]:+.1f})")
+                     for d in EVAL_SETS]
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
     print("\n".join(out))
+
+
+def _ship(args: argparse.Namespace) -> None:
+    """Copy a condition's final checkpoints into reidbench/models/weights as the shipped ones.
+
+    The weights are copied byte for byte; the card beside each takes the method facts from the
+    registry (deviations, paper, code) and keeps the training record. The baseline's card also
+    records the digest of its weights after epoch 10, which the test suite reproduces cheaply.
+    """
+    import shutil
+
+    from reidbench.models.checkpoints import read_state_dict, state_digest
+    from reidbench.models.registry import MODELS, WEIGHTS_DIR
+
+    src = RUNS / args.condition
+    for name in args.models.split(","):
+        ck = src / f"{name}-e{args.epochs}.safetensors"
+        card = json.loads(ck.with_suffix(".json").read_text())
+        code = MODELS.get(name).card
+        for key in ("method", "paper", "code", "deviations", "notes", "recipe_options", "ablation_of", "paper_results"):
+            value = getattr(code, key)
+            card[key] = [dataclasses.asdict(v) for v in value] if key == "paper_results" else (
+                list(value) if isinstance(value, tuple) else value)
+        card["checkpoint"] = f"{name}.safetensors"
+        early = src / f"{name}-e10.safetensors"
+        if name == "baseline" and early.exists():
+            card.setdefault("training", {})["state_sha256_epoch10"] = state_digest(read_state_dict(early))
+            e10 = [r["mAP"] for r in _rows(args.condition)
+                   if (r["model"], r["epoch"], r["dataset"]) == (name, 10, "synthetic-mini")]
+            if e10:
+                card["training"]["mAP_epoch10"] = e10[0]
+        shutil.copyfile(ck, WEIGHTS_DIR / f"{name}.safetensors")
+        (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        gen = src / f"{name}-e{args.epochs}.mpg.safetensors"
+        if gen.exists():  # APD's generator: the shipped `mpg` attack
+            shutil.copyfile(gen, WEIGHTS_DIR / "mpg.safetensors")
+            shutil.copyfile(gen.with_suffix(".json"), WEIGHTS_DIR / "mpg.json")
+        print(f"shipped {name} ({card.get('sha256', '')[:12]})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,8 +237,12 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--datasets", default=",".join(EVAL_SETS))
     e.add_argument("--threads", type=int, default=1)
     sub.add_parser("table", help="print the tables of every condition (markdown)")
+    sh = sub.add_parser("ship", help="make a condition's final checkpoints the shipped ones")
+    sh.add_argument("condition")
+    sh.add_argument("--models", required=True)
+    sh.add_argument("--epochs", type=int, default=60)
     args = ap.parse_args(argv)
-    {"train": _train, "evaluate": _evaluate, "table": _table}[args.cmd](args)
+    {"train": _train, "evaluate": _evaluate, "table": _table, "ship": _ship}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 # clean, noise, sma (3 steps), erasing and a feature-map attack; batch 8 gives 4 query batches
 GRID = ["--model", "baseline", "--attack", "noise", "--attack", "sma", "--attack", "erasing", "--attack", "fmap-erase",
         "--steps", "3", "--batch-size", "8", "--device", "cpu", "--no-report", "--quiet"]  # fmt: skip
-SKIP = {"seconds", "x_ranks"}  # wall time, and the ranks that computed the row (only under torchrun)
+SKIP = {"seconds", "x_ranks", "x_attack_images_per_s"}  # wall time and speed, and the ranks that computed the row (only under torchrun)
 
 
 def _env() -> dict[str, str]:

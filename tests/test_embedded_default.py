@@ -173,3 +173,16 @@ def test_readme_section_is_the_golden_files_table() -> None:
     section = text.split(start)[1].split(end)[0].strip()
     generated = R.golden_markdown(ROOT / "reidbench" / "golden" / "embedded-default.json").strip()
     assert section == generated, "regenerate with: python -m reidbench.reports.reproduction > section"
+
+
+def test_experiments_page_is_generated_from_the_measured_results(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("embedded_default", ROOT / "experiments" / "embedded_default.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    mod.main(["table"])
+    generated = capsys.readouterr().out.strip()
+    page = (ROOT / "docs" / "embedded-default.md").read_text()
+    block = page.split("<!-- experiments:start -->")[1].split("<!-- experiments:end -->")[0].strip()
+    assert block == generated, "regenerate with: python experiments/embedded_default.py table"

@@ -15,8 +15,10 @@ def data() -> None:
 
 
 @data.command("synth")
-@click.option("--preset", type=click.Choice(["tiny", "mini", "market", "occluded"]), default="mini", show_default=True,
-              help="mini: the embedded default; market: Market-1501's counts; occluded: Occluded-Duke style.")
+@click.option("--preset", type=click.Choice(["tiny", "tiny-occluded", "mini", "mini-occluded", "mini-b", "mini-rich", "mini-large",
+                                              "market", "occluded"]), default="mini", show_default=True,
+              help="mini: the embedded default; mini-occluded: its occluded twin; mini-b: a second domain; "
+                   "mini-rich/mini-large: the embedded-default experiments; market: Market-1501's counts; occluded: Occluded-Duke style.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, callback=nonempty_path, help="Folder to write the Market-1501 layout into.")
 @click.option("--seed", type=int, default=None, help="Seed (default: the preset's). The same seed writes the same files.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
@@ -29,7 +31,7 @@ def synth(preset: str, out: Path, seed: int | None, overwrite: bool) -> None:
     from reidbench.progress import bar as tqdm
 
     p = PRESETS[preset]
-    total = p.train_images + p.query_images + p.gallery_images + p.distractors + p.junk
+    total = p.train_images + p.query_images + p.gallery_images + p.distractors + p.junk + p.extra_train_images
     t0 = time.perf_counter()
     with tqdm(total=total, desc=f"synthetic {preset}", unit="img") as bar:
         generate(p, out, seed=seed, progress=bar.update, overwrite=overwrite)

@@ -259,6 +259,19 @@ def check_checkpoint(path: Path, label: str, restore: str = "restore the file, o
     return Check(OK, label, f"{path.name} matches its card (sha256 {digest[:12]}...)")
 
 
+def _check_generator(path: Path) -> Check:
+    from reidbench.errors import ReidbenchError
+    from reidbench.models.mpg_net import load_generator
+
+    label = "generator mpg"
+    try:
+        _, card = load_generator(path)
+    except ReidbenchError as exc:
+        return Check(FAIL, label, str(exc), REINSTALL)
+    return Check(OK, label, f"{path.name} matches its card (sha256 {str(card.get('sha256', ''))[:12]}...; "
+                            f"trained on {card.get('surrogate', {}).get('name', '?') if isinstance(card.get('surrogate'), dict) else '?'})")
+
+
 def check_shipped_checkpoints() -> Iterator[Check]:
     from reidbench.models import MODELS, registry
 
@@ -269,6 +282,9 @@ def check_shipped_checkpoints() -> Iterator[Check]:
         return
     for f in files:
         label = f"checkpoint {f.stem}"
+        if f.stem == "mpg":  # the mpg attack's generator, trained with apd
+            yield _check_generator(f)
+            continue
         if f.stem not in MODELS:
             yield Check(WARN, label, f"{f} belongs to no registered model", "remove it, or register the model")
             continue

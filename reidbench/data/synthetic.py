@@ -171,7 +171,7 @@ PRESETS: dict[str, Preset] = {
     "mini": Preset(
         name="mini", height=128, width=64, num_train_ids=96, num_test_ids=96, num_cameras=4,
         train_images=1152, query_images=192, gallery_images=960, distractors=96, junk=24,
-        description="embedded default: small enough that a tiny model trains in about a minute on 2 CPU cores",
+        description="embedded default: small enough that a tiny model trains in a few minutes on 2 CPU cores",
     ),
     "market": Preset(
         name="market", height=256, width=128, num_train_ids=751, num_test_ids=750, num_cameras=6,

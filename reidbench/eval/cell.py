@@ -247,20 +247,25 @@ def perturb(rt: Runtime, cfg: CellConfig, entry: AttackEntry, atk: Any, split: S
         atk.set_context(AttackContext(seed=cfg.seed))
         out.fmap_hook, out.fmap_side = atk.hook, cfg.target
         return out
+    spent, attacked = 0.0, 0
     for side in ("query", "gallery"):
         if cfg.target not in (side, "both"):
             continue
         atk.set_context(attack_context(rt, entry, split, side, craft_net, cfg.seed, craft_key(cfg)))
         images, pids, _ = split.side(side)
+        t0 = time.perf_counter()
         labels, desc = pids if entry.uses_labels else None, f"{cfg.attack} {side}"
         if rt.dist.active and not _sequential_crafting(cfg):
             adv, heat = attack_sharded(atk, images, labels, rt, desc)
         else:  # one process, or every rank crafts the whole set (identical, see _sequential_crafting)
             adv, heat = attack_images(atk, images, labels, rt, desc), getattr(atk, "last_heatmaps", None)
+        spent, attacked = spent + time.perf_counter() - t0, attacked + len(images)
         if side == "query":
             out.query, out.heatmaps = adv, heat
         else:
             out.gallery = adv
+    if attacked and spent > 0:  # the attack's own cost, for the report's images-per-second table
+        out.extra["attack_images_per_s"] = round(attacked / spent, 2)
     stats = getattr(atk, "grad_stats", None)
     if stats:
         out.extra.update({k: v for k, v in stats.items() if isinstance(v, (int, float))})

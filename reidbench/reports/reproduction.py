@@ -320,5 +320,46 @@ def golden_markdown(path: str | Path, train_dataset: str = "synthetic-mini") -> 
     return head + body + "\n" + t.caption + " " + t.notes[1] + "\n"
 
 
+def results_markdown(path: str | Path, dataset: str) -> str:
+    """The README's results table: mAP of every (model, defense, mode) row under every attack of
+    a golden file's cells on ``dataset`` (query side, no transfer, no re-ranking)."""
+    cells = [m for m in from_golden(json.loads(Path(path).read_text())) if m.config.dataset == dataset
+             and not m.config.surrogate and not m.config.rerank and m.config.target in ("none", "query")]
+    attack_order = ["none", "mifgsm", "sma", "lta", "fna", "mpg", "noise", "erasing", "aos-window", "npo", "ntp",
+                    "fmap-erase", "fmap-transform", "fmap-noise"]
+    model_order = ["baseline", "etndnet", "igoas", "aos", "aos-hard1", "aos-random", "fed", "apd", "advtrain", "jad"]
+
+    def col_key(c: CellConfig) -> tuple[int, str, float]:
+        a = attack_order.index(c.attack) if c.attack in attack_order else len(attack_order)
+        return a, c.attack, c.eps if c.eps is not None else c.area if c.area is not None else 0.0
+
+    def row_key(c: CellConfig) -> tuple[int, str, int]:
+        m = model_order.index(c.model) if c.model in model_order else len(model_order)
+        return m, c.model, ["none", "oblivious", "adaptive"].index(c.mode) if c.mode in ("none", "oblivious", "adaptive") else 3
+
+    cells = sorted(cells, key=lambda m: (row_key(m.config), col_key(m.config)))
+    col_keys = {("clean" if m.config.attack == "none" else m.config.attack_text()): col_key(m.config) for m in cells}
+    rows: dict[str, dict[str, float | None]] = {}
+    columns = dict.fromkeys(sorted(col_keys, key=lambda k: col_keys[k]))
+    for m in cells:
+        c = m.config
+        row = c.model + ("" if c.defense == "none" else f" + {c.defense} ({c.mode if c.attack != 'none' else 'clean'})")
+        col = "clean" if c.attack == "none" else c.attack_text()
+        rows.setdefault(row, {})[col] = m.get("mAP")
+        if c.attack == "none" and c.defense != "none":  # a defended model's clean cell heads both its modes
+            for mode in ("oblivious", "adaptive"):
+                rows.setdefault(f"{c.model} + {c.defense} ({mode})", {})["clean"] = m.get("mAP")
+    rows = {k: v for k, v in rows.items() if not k.endswith("(clean)")}
+    cols = list(columns)
+    head = "| model | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols) + "\n"
+    body = "".join("| " + r + " | " + " | ".join("" if v.get(c) is None else f"{v[c]:.1f}" for c in cols) + " |\n"
+                   for r, v in rows.items())
+    return head + body
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(golden_markdown(sys.argv[1] if len(sys.argv) > 1 else "reidbench/golden/embedded-default.json"), end="")
+    golden = sys.argv[1] if len(sys.argv) > 1 else "reidbench/golden/embedded-default.json"
+    if len(sys.argv) > 2:  # the results table of one dataset
+        print(results_markdown(golden, sys.argv[2]), end="")
+    else:
+        print(golden_markdown(golden), end="")

@@ -412,7 +412,8 @@ def all_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = 
     return [*reproduction_tables(records, manifest), *pivot_tables(records, manifest, metrics=metrics),
             *dataset_pair_tables(records, manifest), *drop_tables(records, manifest),
             *defense_tables(records, manifest, metrics=metrics), *sweep_tables(records, manifest, param="eps", metrics=metrics),
-            *sweep_tables(records, manifest, param="area", metrics=metrics), *paper_tables(records, manifest)]  # fmt: skip
+            *sweep_tables(records, manifest, param="area", metrics=metrics), *paper_tables(records, manifest),
+            *cost_tables(records, manifest)]  # fmt: skip
 
 
 def reproduction_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None) -> list[Table]:
@@ -463,3 +464,26 @@ def dataset_pair_tables(records: Sequence[CellResult], manifest: dict[str, Any] 
                          notes=(f"Datasets: {ref.scope.dataset} ({a_name}), {g.scope.dataset} ({b_name}).",),
                          span=f"{METRIC_LONG[metric]} (%)", scope=g.scope))  # fmt: skip
     return out
+
+
+def cost_tables(records: Sequence[CellResult], manifest: dict[str, Any] | None = None) -> list[Table]:
+    """What each attack costs: images crafted per second (the median over its cells), so a
+    feed-forward attack (mpg) reads beside the iterative ones at the same eps."""
+    import statistics
+
+    by: dict[str, list[float]] = {}
+    for r in records:
+        v = r.extra.get("attack_images_per_s")
+        if isinstance(v, (int, float)) and v > 0:
+            by.setdefault(r.config.attack, []).append(float(v))
+    if len(by) < 2:
+        return []
+    rows = tuple((name, statistics.median(vs), float(len(vs))) for name, vs in sorted(by.items(), key=lambda kv: -statistics.median(kv[1])))
+    device = str((manifest or {}).get("device", "")) or "this run's device"
+    threads = (manifest or {}).get("threads")
+    return [Table("cost", "Attack cost: images per second", (Column("Attack", label=True), Column("images/s", spec=".1f"),
+                  Column("cells", spec=".0f")), rows,
+                  caption=f"Images crafted per second by each attack (median over its cells), on {device}"
+                          + (f" with {threads} thread(s)" if threads else "") + "; wall-clock on a possibly shared machine.",
+                  notes=("The time covers the attack alone (crafting, or the one forward pass of a generator), "
+                         "not feature extraction or evaluation.",))]  # fmt: skip
