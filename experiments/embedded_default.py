@@ -95,7 +95,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     rows = json.loads(results_path.read_text())["rows"] if results_path.exists() else []
     done = {(r["checkpoint"], r["dataset"]) for r in rows}
     sets = args.datasets.split(",")
-    for ck in sorted(out_dir.glob("*.safetensors")):
+    for ck in sorted(p for p in out_dir.glob("*.safetensors") if ".mpg." not in p.name):  # not APD's generator
         card = read_card_json(ck)[0]
         tag, epoch = ck.stem.rsplit("-e", 1)
         for ds in sets:

@@ -173,6 +173,11 @@ def test_readme_section_is_the_golden_files_table() -> None:
     section = text.split(start)[1].split(end)[0].strip()
     generated = R.golden_markdown(ROOT / "reidbench" / "golden" / "embedded-default.json").strip()
     assert section == generated, "regenerate with: python -m reidbench.reports.reproduction > section"
+    for dataset in ("synthetic-mini", "synthetic-mini-occluded"):
+        start, end = f"<!-- results:{dataset}:start -->", f"<!-- results:{dataset}:end -->"
+        table = text.split(start)[1].split(end)[0].strip()
+        want = R.results_markdown(ROOT / "reidbench" / "golden" / "embedded-default.json", dataset).strip()
+        assert table == want, f"regenerate with: python -m reidbench.reports.reproduction GOLDEN {dataset}"
 
 
 def test_experiments_page_is_generated_from_the_measured_results(capsys: pytest.CaptureFixture[str]) -> None:

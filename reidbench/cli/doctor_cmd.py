@@ -268,8 +268,9 @@ def _check_generator(path: Path) -> Check:
         _, card = load_generator(path)
     except ReidbenchError as exc:
         return Check(FAIL, label, str(exc), REINSTALL)
-    return Check(OK, label, f"{path.name} matches its card (sha256 {str(card.get('sha256', ''))[:12]}...; "
-                            f"trained on {card.get('surrogate', {}).get('name', '?') if isinstance(card.get('surrogate'), dict) else '?'})")
+    sur = card.get("surrogate") if isinstance(card.get("surrogate"), dict) else {}
+    return Check(OK, label, f"{path.name} matches its card (sha256 {str(card.get('sha256', ''))[:12]}...; trained against "
+                            f"{sur.get('model', '?')} sha256 {str(sur.get('sha256', ''))[:12]}...)")
 
 
 def check_shipped_checkpoints() -> Iterator[Check]:
