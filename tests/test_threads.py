@@ -34,11 +34,11 @@ def test_auto_leaves_the_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -> No
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(8)  # torch's own default on an 8-core machine
-        monkeypatch.setattr("os.getloadavg", lambda: (2.6, 0.0, 0.0))
+        monkeypatch.setattr(run_cmd, "busy_cpus", lambda: 2.6)
         assert run_cmd.thread_count(None) == run_cmd.thread_count("auto") == 5  # 3 cores busy
-        monkeypatch.setattr("os.getloadavg", lambda: (30.0, 0.0, 0.0))
+        monkeypatch.setattr(run_cmd, "busy_cpus", lambda: 30.0)
         assert run_cmd.thread_count(None) == 1  # overloaded: one thread, never zero
-        monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))
+        monkeypatch.setattr(run_cmd, "busy_cpus", lambda: 0.0)
         torch.set_num_threads(4)  # fewer physical cores than CPUs (or OMP_NUM_THREADS=4)
         assert run_cmd.thread_count(None) == 4
         monkeypatch.setenv("OMP_NUM_THREADS", "3")
@@ -106,3 +106,25 @@ def test_bad_values_are_one_line(tmp_path: Path, flag: list[str], message: str) 
     assert res.exit_code != 0
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], res.output
+
+
+def test_busy_cpus_reads_what_runs_now() -> None:
+    """An idle machine reads near 0 and one spinning thread near 1, within the 0.3 s window
+    (the 1-minute load average would still remember earlier work)."""
+    import threading
+    import time
+
+    stop = time.monotonic() + 1.5
+
+    def spin() -> None:
+        while time.monotonic() < stop:
+            pass
+
+    idle = run_cmd.busy_cpus()
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        busy = run_cmd.busy_cpus()
+    finally:
+        t.join()
+    assert busy >= idle + 0.5, (idle, busy)

@@ -121,8 +121,8 @@ def parse_checkpoints(items: tuple[str, ...], models: tuple[str, ...], surrogate
     return ck
 
 
-THREADS_HELP = ("CPU threads for torch: a number, or auto (the default): the CPUs this process may use less the load "
-                "average of the others at start, at least 1. With OMP_NUM_THREADS set, auto keeps it. The numbers do "
+THREADS_HELP = ("CPU threads for torch: a number, or auto (the default): the CPUs this process may use less those "
+                "busy with other work at start, at least 1. With OMP_NUM_THREADS set, auto keeps it. The numbers do "
                 "not depend on it; on a shared machine more threads than idle cores make every step wait.")
 
 
@@ -144,18 +144,40 @@ def usable_cpus() -> int:
     return max(1, n)
 
 
-def auto_threads() -> int:
-    """``--threads auto``: the usable CPUs less the 1-minute load average (rounded), at least 1,
-    and no more than torch's own default (its physical cores, or OMP_NUM_THREADS)."""
+def busy_cpus(window: float = 0.3) -> float:
+    """CPUs busy with other work now: the non-idle share of ``/proc/stat`` over ``window`` seconds
+    times its CPU count (Linux). Elsewhere the 1-minute load average, which lags: it still counts
+    a job that ended a minute ago (the test suite before ``make regress``, pip before ``make demo``)."""
     import os
+    import time
 
-    import torch
+    def snapshot() -> tuple[int, int, int]:
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+        vals = [int(v) for v in lines[0].split()[1:]]
+        cpus = sum(1 for ln in lines if ln.startswith("cpu") and ln[3:4].isdigit())
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0), cpus  # total, idle + iowait, CPUs
 
     try:
-        busy = round(os.getloadavg()[0])
-    except OSError:
-        busy = 0
-    return max(1, min(torch.get_num_threads(), usable_cpus() - busy))
+        t0, i0, cpus = snapshot()
+        time.sleep(window)
+        t1, i1, _ = snapshot()
+        if t1 <= t0 or cpus < 1:
+            raise ValueError("no ticks")
+        return (1.0 - (i1 - i0) / (t1 - t0)) * cpus
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+
+
+def auto_threads() -> int:
+    """``--threads auto``: the usable CPUs less those busy with other work now (rounded), at
+    least 1, and no more than torch's own default (its physical cores, or OMP_NUM_THREADS)."""
+    import torch
+
+    return max(1, min(torch.get_num_threads(), usable_cpus() - round(busy_cpus())))
 
 
 def thread_count(value: str | int | None, option: str = "--threads") -> int | None:
