@@ -156,7 +156,8 @@ def load_generator(path: str | Path) -> tuple[MPGNet, dict[str, Any]]:
         raise CheckpointError(f"MPG-Net generator {p}: generators are read weights-only from .safetensors files; "
                               "save it with reidbench.models.mpg_net.save_generator or `reidbench train --model apd`")  # fmt: skip
     if not p.is_file():
-        raise CheckpointError(f"MPG-Net generator {p} not found")
+        raise CheckpointError(f"MPG-Net generator {p} not found; pass an existing .safetensors (--attack-option generator=PATH) "
+                              "or leave generator out for the shipped one")
     card = read_generator_card(p)
     if card.get("sha256") and sha256_file(p) != card["sha256"]:
         raise CheckpointError(f"MPG-Net generator {p} does not match the sha256 on its card {card_path(p).name}; "
