@@ -58,6 +58,18 @@ def _check_rows(value: object, name: str, fn: str) -> int:
     return int(value)
 
 
+def check_same_space(q: torch.Tensor, g: torch.Tensor, fn: str) -> None:
+    """One-line ``ParameterError`` naming ``fn`` unless query and gallery features share their
+    dimension (one model) and their device."""
+    if q.shape[1] != g.shape[1]:
+        raise ParameterError(
+            f"{fn}: qf has dimension {q.shape[1]} but gf has {g.shape[1]}; "
+            "both must come from the same model"
+        )
+    if q.device != g.device:
+        raise ParameterError(f"{fn}: qf is on {q.device} but gf is on {g.device}")
+
+
 def check_pair(
     qf: torch.Tensor | np.ndarray, gf: torch.Tensor | np.ndarray, metric: str, fn: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,13 +78,7 @@ def check_pair(
     _check_metric(metric, fn)
     q = _as_features(qf, "qf", fn)
     g = _as_features(gf, "gf", fn)
-    if q.shape[1] != g.shape[1]:
-        raise ParameterError(
-            f"{fn}: qf has dimension {q.shape[1]} but gf has {g.shape[1]}; "
-            "both must come from the same model"
-        )
-    if q.device != g.device:
-        raise ParameterError(f"{fn}: qf is on {q.device} but gf is on {g.device}")
+    check_same_space(q, g, fn)
     dtype = torch.promote_types(q.dtype, g.dtype)
     return q.detach().to(dtype), g.detach().to(dtype)
 

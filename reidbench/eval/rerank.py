@@ -126,6 +126,7 @@ from reidbench.errors import ParameterError, ReidbenchError
 from reidbench.eval.distance import (
     DEFAULT_CHUNK_SIZE,
     DISTANCE_METRICS,
+    check_same_space,
     compute_distance,
     distance_blocks,
 )
@@ -440,13 +441,7 @@ def _check_features(
             raise ParameterError(
                 f"{fn}: {name} must be a non-empty 2-D (N, D) matrix, got shape {tuple(t.shape)}"
             )
-    if q.shape[1] != g.shape[1]:
-        raise ParameterError(
-            f"{fn}: qf has dimension {q.shape[1]} but gf has {g.shape[1]}; "
-            "both must come from the same model"
-        )
-    if q.device != g.device:
-        raise ParameterError(f"{fn}: qf is on {q.device} but gf is on {g.device}")
+    check_same_space(q, g, fn)
     if metric not in DISTANCE_METRICS:
         raise ParameterError(
             f"{fn}: unknown metric {metric!r}; choose one of {', '.join(DISTANCE_METRICS)}"

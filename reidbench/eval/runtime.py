@@ -110,7 +110,6 @@ class Runtime:
         """A runtime for another dataset of the same run: the models are shared, the images and
         every feature cache are its own."""
         rt = Runtime(self.spec, dataset, self.run_dir, progress=self.progress, dist=self.dist, device=self.device)
-        rt.progress = self.progress
         rt._models = self._models
         return rt
 

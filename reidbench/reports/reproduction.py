@@ -351,13 +351,12 @@ def results_markdown(path: str | Path, dataset: str) -> str:
     columns = dict.fromkeys(sorted(col_keys, key=lambda k: col_keys[k]))
     for m in cells:
         c = m.config
-        row = c.model + ("" if c.defense == "none" else f" + {c.defense} ({c.mode if c.attack != 'none' else 'clean'})")
-        col = "clean" if c.attack == "none" else c.attack_text()
-        rows.setdefault(row, {})[col] = m.get("mAP")
         if c.attack == "none" and c.defense != "none":  # a defended model's clean cell heads both its modes
             for mode in ("oblivious", "adaptive"):
                 rows.setdefault(f"{c.model} + {c.defense} ({mode})", {})["clean"] = m.get("mAP")
-    rows = {k: v for k, v in rows.items() if not k.endswith("(clean)")}
+            continue
+        row = c.model + ("" if c.defense == "none" else f" + {c.defense} ({c.mode})")
+        rows.setdefault(row, {})["clean" if c.attack == "none" else c.attack_text()] = m.get("mAP")
     cols = list(columns)
     head = "| model | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols) + "\n"
     body = "".join("| " + r + " | " + " | ".join("" if v.get(c) is None else f"{v[c]:.1f}" for c in cols) + " |\n"

@@ -452,9 +452,11 @@ def dataset_pair_tables(records: Sequence[CellResult], manifest: dict[str, Any] 
         occluded = "occluded" in g.scope.dataset and "occluded" not in ref.scope.dataset
         a_name, b_name = ("holistic", "occluded") if occluded else ("in-domain", "cross-domain")
         cols = (Column("Model", label=True), *(Column(alab[a], (a_name, b_name), template="{} | {}") for a in attacks))
-        body = tuple((rlab[k], *((_metric(ref.headline_cell(k, a), metric) if ref.headline_cell(k, a) else None,
-                                  _metric(g.headline_cell(k, a), metric) if g.headline_cell(k, a) else None)
-                                 for a in attacks)) for k in rows)  # fmt: skip
+        def value(grid: C.Grid, k: Any, a: Any) -> Value:
+            r = grid.headline_cell(k, a)
+            return _metric(r, metric) if r is not None else None
+
+        body = tuple((rlab[k], *((value(ref, k, a), value(g, k, a)) for a in attacks)) for k in rows)
         what = ("the same models on holistic queries and on occluded queries (Occluded-Duke style)" if occluded else
                 f"models trained on {ref.scope.dataset} evaluated there (in-domain) and on {g.scope.dataset}, "
                 "which they never saw (cross-domain), as JAD's Table 2 and the APD paper report generalisation")
