@@ -35,11 +35,15 @@ lint: $(STAMP)
 
 # Each benchmark prints reidbench against its reference in one run: evaluation and re-ranking
 # (torchreid's Cython evaluator, compiled when Cython is installed, else skipped with a message;
-# the naive re-ranking), the attacks (the papers' per-image loops) and MSMT17-sized memory (the
-# full distance matrix). Each prints its machine's load: ratios from one run count, times do not.
+# the naive re-ranking), the attacks (the papers' per-image loops and the previous release, with
+# FLOP/s against a matmul peak), the default run's cells against the previous release, batch
+# size and threads against reidbench's defaults, and MSMT17-sized memory (the full distance
+# matrix). Each prints its machine's load: ratios from one run count, times do not.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_attacks.py
+	$(BIN)/python benchmarks/bench_release.py
+	$(BIN)/python benchmarks/bench_cpu_settings.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_rerank.py
 
