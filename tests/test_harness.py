@@ -143,3 +143,38 @@ def test_cli_run_bad_input_is_one_line(args: list[str], message: str, tiny_ckpt:
     err = res.output.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("Error:") and message in err[0], res.output
     assert "Traceback" not in res.output
+
+
+def test_an_oblivious_cell_reuses_the_undefended_cells_images_with_identical_results(
+        tiny_ckpt: Path, tiny_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """An oblivious cell crafts on the bare network, as the undefended cell of the same attack
+    does: the grid crafts once, and every number equals that of a run that crafts each alone."""
+    from reidbench.eval import cell
+
+    root = tiny_dataset.root.parent
+    attacks = [AttackRequest("mifgsm", {"steps": 2}), AttackRequest("aos-window", {"area": 0.3})]
+    crafts: list[str] = []
+    real = cell.attack_images
+
+    def counting(atk, images, labels, rt, desc, **kw):  # type: ignore[no-untyped-def]
+        crafts.append(desc)
+        return real(atk, images, labels, rt, desc, **kw)
+
+    monkeypatch.setattr(cell, "attack_images", counting)
+    both = run_grid(_spec(tiny_ckpt, root, attacks=attacks, defenses=["median", "none"]), tmp_path / "both",
+                    progress=False)  # fmt: skip
+    cells = {(r.config.defense, r.config.mode, r.config.attack): r for r in both}
+    assert set(cells) >= {("median", "oblivious", "mifgsm"), ("none", "none", "mifgsm"),
+                          ("median", "adaptive", "mifgsm"), ("median", "oblivious", "aos-window")}
+    # median: oblivious + adaptive per attack; none: one per attack; the oblivious ones are reused
+    assert len(crafts) == 2 * 2 + 2 - 2, crafts
+    alone = {}
+    for defense, mode in (("median", "oblivious"), ("none", "none")):
+        for req in attacks:
+            rec = run_grid(_spec(tiny_ckpt, root, attacks=[req], defenses=[defense], modes=["oblivious"]),
+                           tmp_path / f"{defense}-{req.name}", progress=False)[-1]  # fmt: skip
+            alone[(defense, mode, req.name)] = rec
+    for key, rec in alone.items():
+        got = cells[key]
+        assert (got.rank1, got.mAP, got.mINP, got.extra.get("linf_max")) == (rec.rank1, rec.mAP, rec.mINP,
+                                                                                rec.extra.get("linf_max")), key

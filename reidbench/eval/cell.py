@@ -134,6 +134,15 @@ def craft_key(cfg: CellConfig) -> tuple[Any, ...] | None:
     return ("bare", cfg.model)
 
 
+def crafted_key(cfg: CellConfig) -> tuple[Any, ...] | None:
+    """What a cell's crafted images depend on: the crafting network (:func:`craft_key`), the
+    attack and its parameters, the seed and the attacked side(s). Two cells with the same key
+    craft identical images (a defended model's oblivious cell and its undefended cell both craft
+    on the bare network), so the second reuses the first's (:meth:`Runtime.crafted`)."""
+    key = craft_key(cfg)
+    return None if key is None else (key, cfg.attack, cfg.params, cfg.seed, cfg.target)
+
+
 def attack_context(rt: Runtime, entry: AttackEntry, split: SplitData, side: str, craft_net: nn.Module,
                    seed: int, key: tuple[Any, ...] | None = None) -> AttackContext:
     """Side information for attacking ``side``, limited to what the attack's threat model uses.
@@ -241,34 +250,45 @@ def _merge_grad_stats(into: Any, one: Any) -> None:
 
 def perturb(rt: Runtime, cfg: CellConfig, entry: AttackEntry, atk: Any, split: SplitData,
             craft_net: nn.Module) -> Perturbed:
-    """Apply the cell's attack to its target side(s), with budget telemetry."""
+    """Apply the cell's attack to its target side(s), with budget telemetry; images an earlier
+    cell crafted identically (:func:`crafted_key`) are reused, not crafted again."""
     out = Perturbed(split.query, split.gallery)
     if entry.family.perturbs_feature_map:
         atk.set_context(AttackContext(seed=cfg.seed))
         out.fmap_hook, out.fmap_side = atk.hook, cfg.target
         return out
-    spent, attacked = 0.0, 0
-    for side in ("query", "gallery"):
-        if cfg.target not in (side, "both"):
-            continue
-        atk.set_context(attack_context(rt, entry, split, side, craft_net, cfg.seed, craft_key(cfg)))
-        images, pids, _ = split.side(side)
-        t0 = time.perf_counter()
-        labels, desc = pids if entry.uses_labels else None, f"{cfg.attack} {side}"
-        if rt.dist.active and not _sequential_crafting(cfg):
-            adv, heat = attack_sharded(atk, images, labels, rt, desc)
-        else:  # one process, or every rank crafts the whole set (identical, see _sequential_crafting)
-            adv, heat = attack_images(atk, images, labels, rt, desc), getattr(atk, "last_heatmaps", None)
-        spent, attacked = spent + time.perf_counter() - t0, attacked + len(images)
-        if side == "query":
-            out.query, out.heatmaps = adv, heat
-        else:
-            out.gallery = adv
-    if attacked and spent > 0:  # the attack's own cost, for the report's images-per-second table
-        out.extra["attack_images_per_s"] = round(attacked / spent, 2)
-    stats = getattr(atk, "grad_stats", None)
-    if stats:
-        out.extra.update({k: v for k, v in stats.items() if isinstance(v, (int, float))})
+
+    def craft() -> dict[str, Any]:
+        """The attacked sides' images, the query heatmaps and the attack's telemetry."""
+        got: dict[str, Any] = {"query": None, "gallery": None, "heatmaps": None, "extra": {}}
+        spent, attacked = 0.0, 0
+        for side in ("query", "gallery"):
+            if cfg.target not in (side, "both"):
+                continue
+            atk.set_context(attack_context(rt, entry, split, side, craft_net, cfg.seed, craft_key(cfg)))
+            images, pids, _ = split.side(side)
+            t0 = time.perf_counter()
+            labels, desc = pids if entry.uses_labels else None, f"{cfg.attack} {side}"
+            if rt.dist.active and not _sequential_crafting(cfg):
+                adv, heat = attack_sharded(atk, images, labels, rt, desc)
+            else:  # one process, or every rank crafts the whole set (identical, see _sequential_crafting)
+                adv, heat = attack_images(atk, images, labels, rt, desc), getattr(atk, "last_heatmaps", None)
+            spent, attacked = spent + time.perf_counter() - t0, attacked + len(images)
+            got[side] = adv
+            if side == "query":
+                got["heatmaps"] = heat
+        if attacked and spent > 0:  # the attack's own cost, for the report's images-per-second table
+            got["extra"]["attack_images_per_s"] = round(attacked / spent, 2)
+        stats = getattr(atk, "grad_stats", None)
+        if stats:
+            got["extra"].update({k: v for k, v in stats.items() if isinstance(v, (int, float))})
+        return got
+
+    got, _ = rt.crafted(crafted_key(cfg), craft)
+    out.query = split.query if got["query"] is None else got["query"]
+    out.gallery = split.gallery if got["gallery"] is None else got["gallery"]
+    out.heatmaps = got["heatmaps"]
+    out.extra.update(got["extra"])
     if cfg.target in ("query", "both"):
         linf = float(((out.query.float() - split.query.float()).abs().amax(dim=(1, 2, 3)) / 255.0).max()) * 255
         out.extra["linf_max"] = round(linf, 3)
