@@ -36,7 +36,7 @@ def test_bench_attacks_matches_the_previous_release(tmp_path: Path, env: dict[st
     rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in
             ("mifgsm", "sma", "lta", "aos-window")}  # fmt: skip
     assert set(rows) == {"mifgsm", "sma", "lta", "aos-window"}, out
-    for name, line in rows.items():
+    for line in rows.values():
         assert re.search(r"\d+%", line), line  # a fraction of the matmul peak
     if "previous release: skipped" in out:  # a clone without the history (git archive failed)
         pytest.skip("the previous release could not be extracted: " + out.splitlines()[1])

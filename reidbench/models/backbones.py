@@ -22,12 +22,34 @@ from torchvision.models import resnet as tv_resnet
 from reidbench.errors import CheckpointError, UnknownNameError
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that runs in channels_last memory on CPU, with identical results.
+
+    torch's CPU kernel for contiguous (NCHW) maps is not vectorised over channels: at the
+    embedded default's stem (128 x 16 x 64 x 32) it takes 23 ms forward against 7 ms in
+    channels_last, 28 against 16 ms with the backward, about 6% of an attack step and 18% of a
+    forward pass. A maximum involves no rounding, both kernels keep the first maximum of each
+    window (so the same argmax routes the gradient) and add a window's gradients in the same
+    order, so outputs and gradients are bit-identical (tested). Other devices are left as they are.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous():
+            return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return super().forward(x)
+
+
+def _stem_pool(pool: nn.MaxPool2d) -> MaxPool2d:
+    return MaxPool2d(pool.kernel_size, stride=pool.stride, padding=pool.padding, dilation=pool.dilation,
+                     ceil_mode=pool.ceil_mode)  # fmt: skip
+
+
 class _ResNetTrunk(nn.Module):
     """A torchvision ResNet without its pooling and fc: image -> feature map."""
 
     def __init__(self, net: tv_resnet.ResNet) -> None:
         super().__init__()
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, _stem_pool(net.maxpool))
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +113,7 @@ class TinyResNet(nn.Module):
             nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
+            MaxPool2d(3, stride=2, padding=1),
         )
         layers = []
         inplanes = widths[0]
