@@ -148,3 +148,51 @@ def test_a_corrupt_artifact_is_named_not_silently_dropped(finished_run, tmp_path
     assert any("0000bad.json" in n for n in data.notes), "a skipped record is named in the report too"
     assert any(art.name in r.getMessage() for r in caplog.records), "and on the console"
     assert len(data.records) == 3 and art.stem not in data.artifacts
+
+
+def test_resuming_with_other_weights_under_the_same_name_is_refused(finished_run, tiny_ckpt: Path, tiny_dataset,  # type: ignore[no-untyped-def]
+                                                                     tmp_path: Path) -> None:
+    """A resumed run whose --checkpoint changed would keep the old model's cells as the new one's:
+    refused in one line naming the model and the fix; --fresh recomputes everything."""
+    import torch
+
+    from reidbench.errors import ReidbenchError
+    from reidbench.models.checkpoints import save_checkpoint
+    from reidbench.zoo import create_model
+
+    run, maps = finished_run
+    shutil.copytree(run, tmp_path / "run")
+    other = create_model("baseline", checkpoint=str(tiny_ckpt))
+    with torch.no_grad():
+        next(other.parameters()).add_(0.5)  # other weights, same architecture and name
+    ckpt2 = tmp_path / "other.safetensors"
+    save_checkpoint(other, other.card, ckpt2)
+    spec = _spec(ckpt2, tiny_dataset.root.parent)
+    with pytest.raises(ReidbenchError, match=r"holds 3 cell\(s\) of baseline computed with other weights.*--fresh"):
+        run_grid(spec, tmp_path / "run", progress=False)
+    assert {r.cell_id: r.mAP for r in read_records(tmp_path / "run")} == maps, "nothing was lost or overwritten"
+    fresh = run_grid(spec, tmp_path / "run", fresh=True, progress=False)
+    assert len(fresh) == 3 and {r.cell_id: r.mAP for r in fresh} != maps
+    # the same weights again resume as before (nothing recomputed, nothing refused)
+    again = run_grid(spec, tmp_path / "run", progress=False)
+    assert {r.cell_id: r.mAP for r in again} == {r.cell_id: r.mAP for r in fresh}
+    res = CliRunner().invoke(main, ["run", "--model", "baseline", "--checkpoint", f"baseline={tiny_ckpt}",
+                                    "--attack", "noise", "--eps", "8", "--dataset", "synthetic-tiny", "--data-root",
+                                    str(tiny_dataset.root.parent), "--batch-size", "16", "--out", str(tmp_path / "run")])  # fmt: skip
+    assert res.exit_code != 0 and "computed with other weights" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_resuming_mpg_cells_with_another_generator_file_is_refused(tiny_ckpt: Path, tiny_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from reidbench.errors import ReidbenchError
+    from reidbench.models.mpg_net import MPGNet, save_generator
+
+    gen = tmp_path / "g.mpg.safetensors"
+    save_generator(MPGNet(4), gen, {"name": "mpg", "eps": 5})
+    spec = GridSpec(models=["baseline"], attacks=[AttackRequest("mpg", {"generator": str(gen)})],
+                    dataset="synthetic-tiny", data_root=tiny_dataset.root.parent,
+                    checkpoints={"baseline": str(tiny_ckpt)}, batch_size=16, samples=2)  # fmt: skip
+    run_grid(spec, tmp_path / "run", progress=False)
+    save_generator(MPGNet(4), gen, {"name": "mpg", "eps": 5, "retrained": True})  # retrained at the same path
+    with pytest.raises(ReidbenchError, match=r"mpg cell\(s\) computed with another generator file"):
+        run_grid(spec, tmp_path / "run", progress=False)

@@ -108,17 +108,28 @@ class MPG(InputAttack):
         return (images + (adv - images).clamp(-eps, eps)).clamp(0.0, 1.0)
 
 
-def load(generator: Any) -> tuple[mpg_net.MPGNet, dict[str, Any]]:
-    """The generator named by the ``generator`` parameter, and its card."""
+def generator_path(generator: Any) -> Path:
+    """The file the ``generator`` parameter names ("default": the shipped generator)."""
     if not isinstance(generator, (str, Path)) or not str(generator).strip():
         raise CheckpointError(f"mpg: generator must be a path to a .safetensors file or 'default', not {generator!r}")
     if str(generator) == "default":
         path = mpg_net.SHIPPED_GENERATOR
         if not path.is_file():
             raise CheckpointError(MISSING)
-    else:
-        path = Path(generator).expanduser()
-    return mpg_net.load_generator(path)
+        return path
+    return Path(generator).expanduser()
+
+
+def load(generator: Any) -> tuple[mpg_net.MPGNet, dict[str, Any]]:
+    """The generator named by the ``generator`` parameter, and its card."""
+    return mpg_net.load_generator(generator_path(generator))
+
+
+def generator_sha256(generator: Any) -> str:
+    """sha256 of the generator file (what a resumed run checks its mpg cells against)."""
+    from reidbench.models.checkpoints import sha256_file
+
+    return sha256_file(generator_path(generator))
 
 
 def _same(net: nn.Module, like: torch.Tensor) -> bool:

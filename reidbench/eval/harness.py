@@ -135,6 +135,18 @@ def write_manifest(run_dir: Path, spec: GridSpec, rt: Runtime, command: str, cel
         if any(c.target == "both" for c in attacked):
             threat_models.append("'both': query and gallery images are both perturbed; matching perturbed queries against "
                                  "perturbed gallery images can restore their similarity, so 'both' can look weaker than one side")  # fmt: skip
+    prev: dict[str, Any] = {}
+    if (run_dir / "manifest.json").is_file():
+        try:
+            loaded = json.loads((run_dir / "manifest.json").read_text())
+            prev = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            prev = {}
+    # the weights of every model and generator the run directory's cells were computed with,
+    # earlier invocations' included (a resumed run is checked against them: _check_same_inputs)
+    for name, entry in (prev.get("models") or {}).items():
+        models.setdefault(name, entry)
+    generators = {**(prev.get("generators") or {}), **input_files(cells)}
     manifest = {
         "reidbench_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -148,22 +160,60 @@ def write_manifest(run_dir: Path, spec: GridSpec, rt: Runtime, command: str, cel
         "dataset": _dataset_json(rt.dataset),
         "datasets": [_dataset_json(d) for d in (datasets or [rt.dataset])],
         "models": models,
+        "generators": generators,
         "defenses": defenses,
         "attacks": attacks,
         "threat_models": threat_models,
         "cells_planned": len(cells),
     }  # fmt: skip
     old = run_dir / "manifest.json"
-    if old.is_file():
-        try:
-            prev = json.loads(old.read_text())
-            manifest["created"] = prev.get("created", manifest["created"])
-            manifest["invocations"] = prev.get("invocations", []) + [{"command": command, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
-        except json.JSONDecodeError:
-            pass
+    if prev:
+        manifest["created"] = prev.get("created", manifest["created"])
+        manifest["invocations"] = prev.get("invocations", []) + [{"command": command, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
     manifest.setdefault("invocations", [{"command": command, "at": manifest["created"]}])
     atomic_write_text(old, json.dumps(manifest, indent=2, sort_keys=True, default=str))
     return manifest
+
+
+def input_files(cells: list[PlannedCell]) -> dict[str, str]:
+    """sha256 of the generator files the grid's ``mpg`` cells use, by their ``generator`` parameter."""
+    from reidbench.attacks.mpg import generator_sha256
+
+    out: dict[str, str] = {}
+    for c in cells:
+        if c.config.attack == "mpg":
+            g = str(json.loads(c.config.params).get("generator", "default"))
+            if g not in out:
+                out[g] = generator_sha256(g)
+    return out
+
+
+def _check_same_inputs(run_dir: Path, rt: Runtime, spec: GridSpec, cells: list[PlannedCell]) -> None:
+    """Resuming must not mix weights: a cell already in ``run_dir`` was computed with the model
+    (and generator) weights its manifest names; if this run has other weights under the same
+    name, those cells would be kept as if they were this model's. Refused in one line."""
+    path = run_dir / "manifest.json"
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text())
+        models, generators = dict(before.get("models") or {}), dict(before.get("generators") or {})
+    except (OSError, ValueError, AttributeError, TypeError):
+        return  # an unreadable manifest is rewritten; the cells themselves are checked as they are read
+    records = list(_existing(run_dir))
+    for name in dict.fromkeys([*spec.models, *spec.surrogates]):
+        old, new = (models.get(name) or {}).get("sha256"), rt.card(name).sha256
+        n = sum(1 for r in records if name in (r.config.model, r.config.surrogate))
+        if n and old and new and old != new:
+            raise ReidbenchError(f"{run_dir} holds {n} cell(s) of {name} computed with other weights (sha256 "
+                                 f"{old[:12]}, these are {new[:12]}); pass --fresh to recompute them, or use another --out")  # fmt: skip
+    for g, new in input_files(cells).items():
+        old = generators.get(g)
+        n = sum(1 for r in records if r.config.attack == "mpg"
+                and str(json.loads(r.config.params).get("generator", "default")) == g)  # fmt: skip
+        if n and old and old != new:
+            raise ReidbenchError(f"{run_dir} holds {n} mpg cell(s) computed with another generator file {g} (sha256 "
+                                 f"{old[:12]}, now {new[:12]}); pass --fresh to recompute them, or use another --out")  # fmt: skip
 
 
 def _lock_timeout(value: float | None) -> float:
@@ -289,6 +339,7 @@ def _run_grid(spec: GridSpec, run_dir: Path, dist: distributed.Dist, device: tor
             try:
                 held.enter_context(run_dir_lock(run_dir, timeout))
                 _clear(run_dir, fresh)
+                _check_same_inputs(run_dir, rt, spec, cells)
                 write_manifest(run_dir, spec, rt, command, cells, world_size=dist.world_size,
                                datasets=[r.dataset for r in rts.values()])  # type: ignore[misc]
                 done, todo = _todo(run_dir, cells)
