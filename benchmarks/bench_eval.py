@@ -306,10 +306,12 @@ def bench_metrics(p: dict[str, Any], args: argparse.Namespace) -> None:
     # query's first match by a rank now and then, and the results would not be comparable.
     num_g = dist.shape[1]
     rng = np.random.default_rng(args.seed + 7)
+    # rng.permuted returns a column-major array; a distance matrix (compute_distance, any matmul)
+    # is row-major, so both sides get the random values in that layout, as they get the realistic ones
     ranks = rng.permuted(np.broadcast_to(np.arange(num_g, dtype=np.float32), dist.shape), axis=1)
     distributions = {
         "realistic features": dist,
-        "uniform random (worst case)": torch.from_numpy(ranks / np.float32(num_g)),
+        "uniform random (worst case)": torch.from_numpy(np.ascontiguousarray(ranks / np.float32(num_g))),
     }
     print(f"evaluate_rank on {dist.shape[0]:,} x {dist.shape[1]:,} distances; every side best of {args.repeats}, interleaved")
     print(f"{'distances':28s} {'reidbench':>10s} {'torchreid Cython':>17s} {'ratio':>7s} {'max |diff|':>10s}")
