@@ -23,8 +23,9 @@ from reidbench.eval.results import read_records
 def _spec(ckpt: Path, data_root: Path, **kw) -> GridSpec:  # type: ignore[no-untyped-def]
     attacks = kw.pop("attacks", [AttackRequest("none"), AttackRequest("noise", {"eps": 8}),
                                  AttackRequest("sma", {"steps": 3}), AttackRequest("erasing", {"area": 0.3})])
+    kw.setdefault("batch_size", 16)
     return GridSpec(models=["baseline"], attacks=attacks, dataset="synthetic-tiny", data_root=data_root,
-                    checkpoints={"baseline": str(ckpt)}, batch_size=16, samples=2, **kw)  # fmt: skip
+                    checkpoints={"baseline": str(ckpt)}, samples=2, **kw)  # fmt: skip
 
 
 def _numbers(run_dir: Path) -> dict[str, tuple[float, ...]]:
@@ -178,3 +179,44 @@ def test_an_oblivious_cell_reuses_the_undefended_cells_images_with_identical_res
         got = cells[key]
         assert (got.rank1, got.mAP, got.mINP, got.extra.get("linf_max")) == (rec.rank1, rec.mAP, rec.mINP,
                                                                                 rec.extra.get("linf_max")), key
+
+
+def _oom_above(limit: int):  # type: ignore[no-untyped-def]
+    """A wrapper raising CUDA's out-of-memory error for batches above ``limit`` images."""
+    def wrap(fn):  # type: ignore[no-untyped-def]
+        def inner(self, x, *a, **kw):  # type: ignore[no-untyped-def]
+            if x.shape[0] > limit:
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {x.shape[0]} images")
+            return fn(self, x, *a, **kw)
+        return inner
+    return wrap
+
+
+def test_out_of_device_memory_halves_the_batch_with_identical_results(
+        tiny_ckpt: Path, tiny_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """At the default batch size a device that runs out of memory gets the same cells, batch by
+    smaller batch: attacks (with their gradient telemetry) and feature extraction."""
+    from reidbench.attacks.mifgsm import MIFGSM
+    from reidbench.models.base import ReIDModel
+
+    root = tiny_dataset.root.parent
+    attacks = [AttackRequest("none"), AttackRequest("mifgsm", {"steps": 2}), AttackRequest("aos-window", {"area": 0.3})]
+    small = run_grid(_spec(tiny_ckpt, root, attacks=attacks, batch_size=4), tmp_path / "small", progress=False)
+    monkeypatch.setattr(MIFGSM, "forward", _oom_above(5)(MIFGSM.forward))
+    monkeypatch.setattr(ReIDModel, "forward", _oom_above(8)(ReIDModel.forward))  # extraction and AOS windows
+    spec = _spec(tiny_ckpt, root, attacks=attacks, batch_size=None)  # the default: 128 on CPU
+    with caplog.at_level("WARNING"):
+        fitted = run_grid(spec, tmp_path / "fitted", progress=False)
+    assert "ran out of memory extracting features at batch size 128; continuing with 64" in caplog.text
+    assert "ran out of memory crafting mifgsm query" in caplog.text
+    for a, b in zip(small, fitted, strict=True):
+        assert (a.rank1, a.mAP, a.mINP) == (b.rank1, b.mAP, b.mINP), a.config.attack
+        assert a.extra.get("grad_zero_frac") == b.extra.get("grad_zero_frac")
+        assert a.extra.get("grad_steps") == b.extra.get("grad_steps")
+    assert fitted[-1].extra["batch_size"] <= 4
+    # a batch size the user chose is not second-guessed: one line naming the option
+    from reidbench.errors import ReidbenchError
+
+    with pytest.raises(ReidbenchError, match=r"ran out of memory extracting features at --batch-size 16; pass a smaller"):
+        run_grid(_spec(tiny_ckpt, root, attacks=attacks, batch_size=16), tmp_path / "fixed", progress=False)

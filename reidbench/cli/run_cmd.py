@@ -259,7 +259,7 @@ def parse_model_options(items: tuple[str, ...], models: tuple[str, ...], surroga
 @click.option("--eot", type=click.IntRange(1, 1000), default=20, show_default=True, help="EOT draws per gradient for adaptive attacks on random defenses.")
 @click.option("--draws", type=click.IntRange(1, 100), default=5, show_default=True, help="Evaluation draws of a random defense (mean and worst case reported).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (`reidbench doctor` lists what this machine has).")
-@click.option("--batch-size", type=click.IntRange(1, 65536), default=None, help="Default 128 on CPU, 512 on GPU.")
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=None, help="Default 128 on CPU, 512 on GPU, halved for the rest of the run whenever the device runs out of memory (a size you set is kept: out of memory, the run stops with one line).")
 @click.option("--threads", default=None, metavar="N|auto", help=THREADS_HELP)
 @click.option("--memory-budget", default=None, metavar="SIZE",
               help="Working memory of each evaluation, e.g. 2GB or 512MiB (default 512 MiB); the distances are ranked in "

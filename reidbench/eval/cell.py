@@ -19,6 +19,7 @@ the same tensors a single process would; rank 0 alone writes (:mod:`reidbench.ev
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,27 +173,41 @@ def attack_context(rt: Runtime, entry: AttackEntry, split: SplitData, side: str,
 
 
 def attack_images(atk: Any, images: torch.Tensor, labels: torch.Tensor | None, rt: Runtime, desc: str,
-                  rows: tuple[int, int] | None = None, before_batch: Callable[[], None] | None = None) -> torch.Tensor:
+                  rows: tuple[int, int] | None = None, before_batch: Callable[[], None] | None = None,
+                  can_retry: bool = True) -> torch.Tensor:
     """Attack ``images`` (uint8) batch by batch with their global indices; uint8 out.
 
     With ``rows=(lo, hi)`` (whole batches) only those images are attacked and returned;
     ``before_batch()`` is called before each batch. The batches stay on the device and come
-    back to the host in one copy at the end (no host synchronisation per batch).
+    back to the host in one copy at the end (no host synchronisation per batch). When the device
+    runs out of memory, the batch is redone in halves (:meth:`Runtime.fit_batch`; not when
+    ``can_retry`` is False: an attack through a random defense, whose draws a retry would change).
     """
     lo, hi = rows if rows is not None else (0, len(images))
-    batch = rt.batch_size
     parts = []
     with tqdm(total=hi - lo, desc=desc, unit="img", leave=False, position=1, disable=not rt.progress) as bar:
-        for s in range(lo, hi, batch):
-            e = min(s + batch, hi)
+        s = lo
+        while s < hi:
+            e = min(s + rt.batch_size, hi)
             if before_batch is not None:
                 before_batch()
+            stats = copy.deepcopy(getattr(atk, "_grad_stats", None))  # put back if this batch must be redone
             x = to_float(images[s:e].to(rt.device, non_blocking=True))
             y = None if labels is None else labels[s:e].to(rt.device)
             idx = torch.arange(s, e, device=rt.device)
-            adv = atk(x, y, index=idx)
+            try:
+                adv = atk(x, y, index=idx)
+            except torch.cuda.OutOfMemoryError as exc:  # redo this batch, and the rest, in smaller ones
+                del x, y, idx
+                rt.fit_batch(e - s, f"crafting {desc}", exc, can_retry=can_retry and rows is None)
+                if stats is not None:
+                    atk._grad_stats = stats
+                if isinstance(getattr(atk, "chunk", None), int):  # AOS scores its windows in chunks too
+                    atk.chunk = max(1, min(atk.chunk, rt.batch_size))
+                continue
             parts.append((adv.detach().clamp(0, 1) * 255.0).round().to(torch.uint8))
             bar.update(e - s)
+            s = e
     if not parts:
         return images[lo:lo].clone()
     return torch.cat(parts).cpu()
@@ -272,7 +287,8 @@ def perturb(rt: Runtime, cfg: CellConfig, entry: AttackEntry, atk: Any, split: S
             if rt.dist.active and not _sequential_crafting(cfg):
                 adv, heat = attack_sharded(atk, images, labels, rt, desc)
             else:  # one process, or every rank crafts the whole set (identical, see _sequential_crafting)
-                adv, heat = attack_images(atk, images, labels, rt, desc), getattr(atk, "last_heatmaps", None)
+                adv = attack_images(atk, images, labels, rt, desc, can_retry=not _sequential_crafting(cfg))
+                heat = getattr(atk, "last_heatmaps", None)
             spent, attacked = spent + time.perf_counter() - t0, attacked + len(images)
             got[side] = adv
             if side == "query":
@@ -383,6 +399,8 @@ def run_cell(rt: Runtime, plan: PlannedCell) -> tuple[CellResult, CellArtifact |
         extra["runtime_warnings"] = pert.warnings
     if rt.dist.active:
         extra["ranks"] = rt.dist.ranks
+    if rt.batch_was_fitted:  # the device ran out of memory at the default batch size
+        extra["batch_size"] = rt.batch_size
     result = CellResult(config=cfg, family=family.value, threat=threat, n_query=len(split.query),
                         n_gallery=len(split.gallery), seconds=round(time.perf_counter() - t0, 2),
                         fingerprint=rt.dataset.fingerprint, warnings=tuple(pert.warnings), extra=extra,  # type: ignore[union-attr]

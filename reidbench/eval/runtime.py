@@ -26,6 +26,7 @@ from torch import nn
 from reidbench.data import ReIDDataset
 from reidbench.data.images import load_images
 from reidbench.defenses import create_defense
+from reidbench.errors import ReidbenchError
 from reidbench.eval.distributed import SINGLE, Dist, gather_rows, shard
 from reidbench.eval.features import extract_features
 from reidbench.eval.planning import GridSpec
@@ -123,6 +124,7 @@ class Runtime:
         self._gallery: dict[str, torch.Tensor] = {}
         self._features: dict[tuple[Any, ...], torch.Tensor] = {}
         self._crafted: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._fitted_batch: int | None = None  # set when the device ran out of memory (fit_batch)
 
     def for_dataset(self, dataset: ReIDDataset) -> Runtime:
         """A runtime for another dataset of the same run: the models are shared, the images and
@@ -164,13 +166,58 @@ class Runtime:
 
     @property
     def batch_size(self) -> int:
-        return self.spec.batch_size or (512 if self.device.type == "cuda" else 128)
+        """``--batch-size``; else 512 on CUDA and 128 on CPU, halved for the rest of the run
+        each time the device runs out of memory (:meth:`fit_batch`)."""
+        return self.spec.batch_size or self._fitted_batch or (512 if self.device.type == "cuda" else 128)
+
+    @property
+    def batch_was_fitted(self) -> bool:
+        return self._fitted_batch is not None
+
+    def fit_batch(self, failed: int, what: str, exc: BaseException, can_retry: bool = True) -> int:
+        """After the device ran out of memory at batch size ``failed`` while ``what``: the
+        smaller batch size to retry with (half; every later cell of the run keeps it).
+
+        Refused with one line naming ``--batch-size`` where a retry could change the numbers
+        or cannot be agreed: a batch size the user set, torchrun (every rank must cut the set
+        into the same batches), a random defense whose generator has already drawn for the
+        failed batch (``can_retry=False``), or a batch of one image.
+        """
+        size = self.batch_size
+        why = ""
+        if self.spec.batch_size:
+            why = f"at --batch-size {size}; pass a smaller --batch-size"
+        elif self.dist.active:
+            why = f"at batch size {size} under torchrun; pass a smaller --batch-size (the same on every rank)"
+        elif not can_retry:
+            why = (f"at batch size {size} through a random defense, whose draws a retry would change; "
+                   "pass a smaller --batch-size")  # fmt: skip
+        elif failed <= 1:
+            why = "with one image per batch; use a device with more memory or a smaller model"
+        if why:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ReidbenchError(f"{self.device} ran out of memory {what} {why} ({first[:160]})") from None
+        self._fitted_batch = max(1, min(size, failed) // 2)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        log.warning("%s ran out of memory %s at batch size %d; continuing with %d for the rest of the run "
+                    "(each image's randomness is seeded by its index, not its batch)",
+                    self.device, what, failed, self._fitted_batch)  # fmt: skip
+        return self._fitted_batch
 
     def features(self, net: nn.Module, images: torch.Tensor, **kw: Any) -> torch.Tensor:
         """``extract_features`` with the run's batch size; under torchrun this rank's shard,
-        gathered from every rank (a collective: every rank calls it with the same images)."""
+        gathered from every rank (a collective: every rank calls it with the same images).
+        Out of device memory, the extraction starts over with half the batch (:meth:`fit_batch`)."""
         if not self.dist.active:
-            return extract_features(net, images, batch_size=self.batch_size, **kw)
+            while True:
+                size = self.batch_size
+                try:
+                    return extract_features(net, images, batch_size=size, **kw)
+                except torch.cuda.OutOfMemoryError as exc:
+                    defense = kw.get("defense")
+                    self.fit_batch(size, "extracting features", exc,
+                                   can_retry=not (defense is not None and getattr(defense, "random", False)))  # fmt: skip
         n, b = len(images), self.batch_size
         part = extract_features(net, images, batch_size=b, rows=shard(n, b, self.dist.rank, self.dist.world_size), **kw)
         return gather_rows(self.dist, part, n, b, device=part.device)
