@@ -244,6 +244,9 @@ class Previous:
 
 
 def main() -> None:
+    from reidbench._alloc import keep_large_allocations_on_heap
+
+    keep_large_allocations_on_heap()  # as reidbench's CLI and run_grid do (the previous release's worker too)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     parser.add_argument("--images", type=int, default=16, help="attacked images (default: 16)")

@@ -6,7 +6,8 @@ on the embedded default's network, resnet_tiny at 128x64) is timed at several ba
 running at once (cells in parallel processes). The reference is reidbench's default: batch 128
 on CPU, and ``--threads auto`` (every CPU that is idle). Images per second, best of ``--repeat``.
 
-channels_last (``--channels-last``) is timed too, with how far it moves the embeddings and how
+Forward passes alone (the AOS window search, feature extraction) are timed at several batch
+sizes against the AOS window's chunk of 256. channels_last is timed too, with how far it moves the embeddings and how
 many gradient signs it flips: reidbench keeps the default memory format because it does.
 
     python benchmarks/bench_cpu_settings.py                 # about a minute on 2 cores
@@ -28,8 +29,12 @@ from reidbench.zoo import create_model
 
 
 def step_rate(batch: int, threads: int, seconds: float, repeat: int, channels_last: bool = False,
-              queue: mp.Queue | None = None, barrier: object | None = None) -> float:
-    """Images per second of forward + input gradient at ``batch``, best of ``repeat`` rounds."""
+              queue: mp.Queue | None = None, barrier: object | None = None, forward_only: bool = False) -> float:
+    """Images per second of forward + input gradient (or the forward alone) at ``batch``, best
+    of ``repeat`` rounds."""
+    from reidbench._alloc import keep_large_allocations_on_heap
+
+    keep_large_allocations_on_heap()  # also in the spawned processes
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = create_model("baseline", checkpoint=None).eval()
@@ -39,6 +44,10 @@ def step_rate(batch: int, threads: int, seconds: float, repeat: int, channels_la
         x = x.contiguous(memory_format=torch.channels_last)
 
     def one() -> None:
+        if forward_only:
+            with torch.no_grad():
+                model(x)
+            return
         adv = x.clone().requires_grad_(True)
         torch.autograd.grad(F.normalize(model(adv), dim=1).sum(), adv)
 
@@ -72,6 +81,9 @@ def parallel(procs: int, batch: int, seconds: float, repeat: int) -> float:
 
 
 def main() -> None:
+    from reidbench._alloc import keep_large_allocations_on_heap
+
+    keep_large_allocations_on_heap()  # as reidbench's CLI and run_grid do (the previous release's worker too)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="32,64,128,256,384", help="batch sizes (default: 32,64,128,256,384)")
     parser.add_argument("--seconds", type=float, default=1.5, help="timed seconds per round (default: 1.5)")
@@ -88,6 +100,10 @@ def main() -> None:
     if cpus > 1:
         settings[f"{cpus} processes x 1 thread, batch 128 (cells in parallel)"] = partial(parallel, cpus, 128, args.seconds, 1)
     settings[f"channels_last, batch 128, {cpus} thread(s)"] = partial(step_rate, 128, cpus, args.seconds, 1, True)
+    for b in (16, 32, 64, 128, 256):  # the AOS window search and feature extraction: forward passes alone
+        default = " (the AOS window's chunk)" if b == 256 else ""
+        settings[f"forward only, batch {b}, {cpus} thread(s){default}"] = partial(
+            step_rate, b, cpus, args.seconds, 1, forward_only=True)
     ref_name = f"batch 128, {cpus} thread(s) (reidbench's default)"
     print(f"{cpus} CPUs, load average {os.getloadavg()[0]:.1f}; forward + input gradient, resnet_tiny 128x64; "
           f"images/s, best of {args.repeat} interleaved rounds of {args.seconds:g} s")
@@ -106,7 +122,11 @@ def main() -> None:
         feats.append(f.detach())
     flips = int((grads[0].sign() != grads[1].sign()).sum())
     print(f"{'setting':58s} {'img/s':>8s} {'vs default':>10s}")
+    fwd_ref = best[f"forward only, batch 256, {cpus} thread(s) (the AOS window's chunk)"]
     for name, rate in best.items():
+        if name.startswith("forward only"):
+            print(f"{name:58s} {rate:8.1f} {rate / fwd_ref:9.2f}x (vs batch 256)")
+            continue
         note = ""
         if name.startswith("channels_last"):
             note = (f"  embeddings move {float((feats[0] - feats[1]).abs().max()):.1e}, {flips} of "

@@ -28,6 +28,16 @@ import time
 from typing import Any
 
 
+def _heap() -> None:
+    """What each release's CLI does first (``reidbench._alloc``, in every release since 0.1.0):
+    large CPU tensors reuse heap memory instead of fresh mmaps, so both sides run as users run them."""
+    try:
+        from reidbench._alloc import keep_large_allocations_on_heap
+    except ImportError:
+        return
+    keep_large_allocations_on_heap()
+
+
 def _create_model(name: str, device: str) -> Any:
     try:
         from reidbench.zoo import create_model
@@ -60,6 +70,7 @@ def grid(spec_path: str) -> None:
     from reidbench.eval.harness import AttackRequest, GridSpec, run_grid
 
     cfg = json.loads(Path(spec_path).read_text())
+    _heap()
     wanted: dict[str, Any] = dict(
         models=cfg["models"], attacks=[AttackRequest(n, dict(p)) for n, p in cfg["attacks"]],
         dataset="synthetic-mini", datasets=["synthetic-mini"], data_root=cfg["data_root"],
@@ -90,6 +101,7 @@ def attacks(inputs_path: str) -> None:
     from reidbench.attacks import AttackContext, create_attack
 
     inputs = torch.load(inputs_path, weights_only=True)
+    _heap()
     torch.set_num_threads(int(inputs["threads"]))
     model = _create_model("baseline", "cpu")
     model.load_state_dict(inputs["state"])

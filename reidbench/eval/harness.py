@@ -309,6 +309,9 @@ def run_grid(spec: GridSpec, run_dir: str | Path, *, command: str = "", fresh: b
     """
     run_dir = Path(run_dir)
     timeout = _lock_timeout(lock_timeout)
+    from reidbench._alloc import keep_large_allocations_on_heap
+
+    keep_large_allocations_on_heap()  # as the CLI does: a run from Python is as fast (never a number changes)
     dist, device = distributed.setup(torch.device(spec.device))
     try:
         return _run_grid(spec, run_dir, dist, device, command=command, fresh=fresh, progress=progress, timeout=timeout)
