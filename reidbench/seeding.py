@@ -1,7 +1,7 @@
 """One way to derive seeds: every random stream in reidbench is keyed by (run seed, stream, index).
 
-Attacks draw each image's randomness from ``stream_seed(seed, attack name, image index)``, so a
-result does not depend on the batch size or order. Defenses draw each evaluation draw's and each
+Attacks draw each image's randomness from ``stream_seed(seed, attack name, image index)``, so no
+random draw depends on the batch size or order. Defenses draw each evaluation draw's and each
 chain part's randomness from the same function under their own stream names. Nothing reads the
 global RNG, so a resumed run gives the numbers of an uninterrupted one.
 """

@@ -19,8 +19,9 @@ only to those that are also given identities). Everything an attacker is given i
 Every call takes ``index``, the global indices of the batch's images in the attacked set. All
 randomness (random starts, LGT rectangles, erasing positions, occluder pastes, feature-map
 regions) is drawn from one generator per image, seeded by ``(context.seed, attack name, index)``
-(:func:`image_generators`), so a result does not depend on the batch size or order: the GPU runs
-bigger batches than the CPU and gets the same perturbations.
+(:func:`image_generators`), so no random draw depends on the batch size or order: the GPU runs
+bigger batches than the CPU and draws the same numbers (convolution arithmetic can still move at
+the 1e-6 level with the batch's shape: oneDNN and cuDNN pick kernels by shape).
 """
 
 from __future__ import annotations
