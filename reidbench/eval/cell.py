@@ -199,7 +199,7 @@ def attack_images(atk: Any, images: torch.Tensor, labels: torch.Tensor | None, r
                 adv = atk(x, y, index=idx)
             except torch.cuda.OutOfMemoryError as exc:  # redo this batch, and the rest, in smaller ones
                 del x, y, idx
-                rt.fit_batch(e - s, f"crafting {desc}", exc, can_retry=can_retry and rows is None)
+                rt.fit_batch(e - s, f"crafting {desc}", exc, can_retry=can_retry)  # refused under torchrun
                 if stats is not None:
                     atk._grad_stats = stats
                 if isinstance(getattr(atk, "chunk", None), int):  # AOS scores its windows in chunks too

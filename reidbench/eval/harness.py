@@ -41,6 +41,7 @@ from reidbench.eval import distributed
 from reidbench.eval.cell import run_cell
 from reidbench.eval.planning import AttackRequest, GridSpec, PlannedCell, plan_cells
 from reidbench.eval.results import (
+    CellConfig,
     CellResult,
     artifact_path,
     atomic_write_text,
@@ -75,8 +76,30 @@ def _dataset_json(ds: Any) -> dict[str, Any]:
             "n_query": len(ds.query), "n_gallery": len(ds.gallery), "n_train": len(ds.train)}  # fmt: skip
 
 
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run directory's manifest as written by an earlier invocation; {} when there is none,
+    or it is unreadable or not a JSON object (it is then rewritten whole)."""
+    path = run_dir / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _section(manifest: dict[str, Any], key: str) -> dict[str, Any]:
+    """One object of a manifest (``models``, ``generators``); {} if absent or malformed."""
+    value = manifest.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def write_manifest(run_dir: Path, spec: GridSpec, rt: Runtime, command: str, cells: list[PlannedCell],
-                   world_size: int = 1, datasets: list[Any] | None = None) -> dict[str, Any]:
+                   world_size: int = 1, datasets: list[Any] | None = None, *, prev: dict[str, Any] | None = None,
+                   generators: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write ``run_dir/manifest.json``, keeping what ``prev`` (the earlier manifest, read if not
+    given) records of earlier invocations; ``generators``: :func:`input_files` of ``cells``."""
     models: dict[str, Any] = {}
     for name in dict.fromkeys([*spec.models, *spec.surrogates]):
         card = rt.card(name)
@@ -135,18 +158,12 @@ def write_manifest(run_dir: Path, spec: GridSpec, rt: Runtime, command: str, cel
         if any(c.target == "both" for c in attacked):
             threat_models.append("'both': query and gallery images are both perturbed; matching perturbed queries against "
                                  "perturbed gallery images can restore their similarity, so 'both' can look weaker than one side")  # fmt: skip
-    prev: dict[str, Any] = {}
-    if (run_dir / "manifest.json").is_file():
-        try:
-            loaded = json.loads((run_dir / "manifest.json").read_text())
-            prev = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            prev = {}
+    prev = read_manifest(run_dir) if prev is None else prev
     # the weights of every model and generator the run directory's cells were computed with,
     # earlier invocations' included (a resumed run is checked against them: _check_same_inputs)
-    for name, entry in (prev.get("models") or {}).items():
+    for name, entry in _section(prev, "models").items():
         models.setdefault(name, entry)
-    generators = {**(prev.get("generators") or {}), **input_files(cells)}
+    generators = {**_section(prev, "generators"), **(input_files(cells) if generators is None else generators)}
     manifest = {
         "reidbench_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -175,42 +192,36 @@ def write_manifest(run_dir: Path, spec: GridSpec, rt: Runtime, command: str, cel
     return manifest
 
 
+def _generator_of(cfg: CellConfig) -> str | None:
+    """The ``generator`` parameter of an ``mpg`` cell; None for other attacks."""
+    return str(json.loads(cfg.params).get("generator", "default")) if cfg.attack == "mpg" else None
+
+
 def input_files(cells: list[PlannedCell]) -> dict[str, str]:
     """sha256 of the generator files the grid's ``mpg`` cells use, by their ``generator`` parameter."""
     from reidbench.attacks.mpg import generator_sha256
 
-    out: dict[str, str] = {}
-    for c in cells:
-        if c.config.attack == "mpg":
-            g = str(json.loads(c.config.params).get("generator", "default"))
-            if g not in out:
-                out[g] = generator_sha256(g)
-    return out
+    names = dict.fromkeys(g for g in (_generator_of(c.config) for c in cells) if g is not None)
+    return {g: generator_sha256(g) for g in names}
 
 
-def _check_same_inputs(run_dir: Path, rt: Runtime, spec: GridSpec, cells: list[PlannedCell]) -> None:
-    """Resuming must not mix weights: a cell already in ``run_dir`` was computed with the model
-    (and generator) weights its manifest names; if this run has other weights under the same
-    name, those cells would be kept as if they were this model's. Refused in one line."""
-    path = run_dir / "manifest.json"
-    if not path.is_file():
-        return
-    try:
-        before = json.loads(path.read_text())
-        models, generators = dict(before.get("models") or {}), dict(before.get("generators") or {})
-    except (OSError, ValueError, AttributeError, TypeError):
-        return  # an unreadable manifest is rewritten; the cells themselves are checked as they are read
-    records = list(_existing(run_dir))
+def _check_same_inputs(run_dir: Path, prev: dict[str, Any], rt: Runtime, spec: GridSpec,
+                       generators: dict[str, str], records: list[CellResult]) -> None:
+    """Resuming must not mix weights: a cell already in ``run_dir`` (``records``) was computed
+    with the model (and generator) weights its manifest (``prev``) names; if this run has other
+    weights under the same name (``generators``: this grid's :func:`input_files`), those cells
+    would be kept as if they were this model's. Refused in one line."""
+    models, before = _section(prev, "models"), _section(prev, "generators")
     for name in dict.fromkeys([*spec.models, *spec.surrogates]):
-        old, new = (models.get(name) or {}).get("sha256"), rt.card(name).sha256
+        entry = models.get(name)
+        old, new = entry.get("sha256") if isinstance(entry, dict) else None, rt.card(name).sha256
         n = sum(1 for r in records if name in (r.config.model, r.config.surrogate))
         if n and old and new and old != new:
             raise ReidbenchError(f"{run_dir} holds {n} cell(s) of {name} computed with other weights (sha256 "
                                  f"{old[:12]}, these are {new[:12]}); pass --fresh to recompute them, or use another --out")  # fmt: skip
-    for g, new in input_files(cells).items():
-        old = generators.get(g)
-        n = sum(1 for r in records if r.config.attack == "mpg"
-                and str(json.loads(r.config.params).get("generator", "default")) == g)  # fmt: skip
+    for g, new in generators.items():
+        old = before.get(g)
+        n = sum(1 for r in records if _generator_of(r.config) == g)
         if n and old and old != new:
             raise ReidbenchError(f"{run_dir} holds {n} mpg cell(s) computed with another generator file {g} (sha256 "
                                  f"{old[:12]}, now {new[:12]}); pass --fresh to recompute them, or use another --out")  # fmt: skip
@@ -342,10 +353,11 @@ def _run_grid(spec: GridSpec, run_dir: Path, dist: distributed.Dist, device: tor
             try:
                 held.enter_context(run_dir_lock(run_dir, timeout))
                 _clear(run_dir, fresh)
-                _check_same_inputs(run_dir, rt, spec, cells)
-                write_manifest(run_dir, spec, rt, command, cells, world_size=dist.world_size,
-                               datasets=[r.dataset for r in rts.values()])  # type: ignore[misc]
+                prev, generators = read_manifest(run_dir), input_files(cells)
                 done, todo = _todo(run_dir, cells)
+                _check_same_inputs(run_dir, prev, rt, spec, generators, list(done.values()))
+                write_manifest(run_dir, spec, rt, command, cells, world_size=dist.world_size,
+                               datasets=[r.dataset for r in rts.values()], prev=prev, generators=generators)  # type: ignore[misc]
             except ReidbenchError as exc:
                 dist.broadcast_object((str(exc), []))  # the others stop with the same line
                 raise
