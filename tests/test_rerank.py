@@ -12,6 +12,18 @@ from reidbench.eval.distance import compute_distance
 from reidbench.eval.rerank import re_ranking, re_ranking_blocks, re_ranking_features
 
 
+def _expand(reciprocal, p: int, k1: int) -> tuple[set[int], set[int]]:
+    """R(p, k1) and R*(p, k1), Eq. 6: each c in R(p, k1) adds R(c, round(k1 / 2)) when more than
+    2/3 of it lies in R(p, k1). ``reciprocal(p, k)`` is R(p, k)."""
+    r_p = reciprocal(p, k1)
+    grown = set(r_p)
+    for c in r_p:
+        r_c = reciprocal(c, round(k1 / 2))
+        if len(r_c & r_p) > 2 / 3 * len(r_c):
+            grown |= r_c
+    return r_p, grown
+
+
 def naive_re_ranking(qg, qq, gg, k1, k2, lam):
     """Zhong et al., CVPR 2017, Eqs. 4-12, one image at a time, dense V in float64.
 
@@ -35,16 +47,9 @@ def naive_re_ranking(qg, qq, gg, k1, k2, lam):
     def reciprocal(p, k):
         return {int(g) for g in nearest(p, k) if p in nearest(g, k)}
 
-    half = round(k1 / 2)
     v = np.zeros((n, n))
     for p in range(n):
-        r_p = reciprocal(p, k1)
-        expanded = set(r_p)
-        for q in r_p:
-            r_q = reciprocal(q, half)
-            if len(r_q & r_p) > 2 / 3 * len(r_q):
-                expanded |= r_q
-        cols = sorted(expanded)
+        cols = sorted(_expand(reciprocal, p, k1)[1])
         weight = np.exp(-dist[p, cols].astype(np.float64))
         v[p, cols] = weight / weight.sum()
     if k2 != 1:
@@ -209,19 +214,13 @@ def _expanded_images(qg, qq, gg, k1: int) -> int:
     """Images p whose R*(p, k1) is larger than R(p, k1): the expansion of Eq. 6 took place."""
     full = np.block([[qq, qg], [qg.T, gg]]).astype(np.float32)
     ranking = np.argsort((full / full.max(axis=0)).T, axis=1, kind="stable")
-    half = round(k1 / 2)
 
     def reciprocal(p: int, k: int) -> set[int]:
         return {int(e) for e in ranking[p, : k + 1] if p in ranking[e, : k + 1]}
 
     count = 0
     for p in range(len(full)):
-        r_p = reciprocal(p, k1)
-        grown = set(r_p)
-        for c in r_p:
-            r_c = reciprocal(c, half)
-            if len(r_c & r_p) > 2 / 3 * len(r_c):
-                grown |= r_c
+        r_p, grown = _expand(reciprocal, p, k1)
         count += len(grown) > len(r_p)
     return count
 
